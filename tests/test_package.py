@@ -1,0 +1,17 @@
+import subprocess
+import sys
+
+import colxm
+from colxm.errors import ColxmError, InputError, LanguageError
+
+
+def test_error_family():
+    assert issubclass(LanguageError, InputError)
+    assert issubclass(InputError, ColxmError)
+    assert issubclass(InputError, ValueError)
+
+
+def test_cli_version():
+    out = subprocess.run([sys.executable, "-m", "colxm.cli", "version"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == colxm.__version__
