@@ -65,3 +65,21 @@ def test_bad_text_and_tokenizer(tok):
         split_passages(None, tok, 5, 0)
     with pytest.raises(InputError, match="fast"):
         split_passages("the cat", object(), 5, 0)
+
+
+def test_windows_snap_to_word_boundaries_with_subwords():
+    # WordPiece: "running" -> run ##ning, "jumped" -> jump ##ed; cuts must fall between words.
+    vocab = {"[UNK]": 0, "run": 1, "##ning": 2, "jump": 3, "##ed": 4, "fox": 5, "over": 6, "it": 7}
+    t = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token="[UNK]")
+    text = "fox running jumped over it running jumped"
+    assert len(token_spans(text, tok)) == 11
+    passages = split_passages(text, tok, max_tokens=4, overlap=1)
+    words = set(text.split())
+    for p in passages:
+        assert p in text
+        assert set(p.split()) <= words, p  # no passage starts or ends inside a word
+        assert len(token_spans(p, tok)) <= 4
+    assert " ".join(passages).split()[-1] == "jumped"
+    assert passages[0] == "fox running"

@@ -29,27 +29,47 @@ def _validate(text, tokenizer, max_tokens, overlap) -> None:
 
 def token_spans(text: str, tokenizer) -> list[tuple[int, int]]:
     """Character spans (start, end) of the text's tokens, without special tokens or empty spans."""
+    return [span for span, _ in _tokens(text, tokenizer)]
+
+
+def _tokens(text: str, tokenizer) -> list[tuple[tuple[int, int], int | None]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
                     verbose=False)
-    return [(int(s), int(e)) for s, e in enc["offset_mapping"] if e > s]
+    words = enc.word_ids()
+    return [((int(s), int(e)), w) for (s, e), w in zip(enc["offset_mapping"], words) if e > s]
 
 
 def split_passages(text: str, tokenizer, max_tokens: int, overlap: int = 0) -> list[str]:
     """Split ``text`` into windows of at most ``max_tokens`` tokens, consecutive windows sharing
-    ``overlap`` tokens. A text that fits in one window comes back unchanged as a single passage;
-    an empty or whitespace-only text gives no passage. Special tokens are not counted."""
+    at least ``overlap`` tokens. Windows end and start on word boundaries where a word boundary
+    lies inside the window (a word longer than a window, or unspaced CJK text, is cut between
+    tokens). A text that fits in one window comes back unchanged as a single passage; an empty or
+    whitespace-only text gives none. Special tokens are not counted; passages are stripped of
+    surrounding whitespace and are exact substrings of ``text``."""
     _validate(text, tokenizer, max_tokens, overlap)
     if not text.strip():
         return []
-    spans = token_spans(text, tokenizer)
-    if len(spans) <= max_tokens:
+    toks = _tokens(text, tokenizer)
+    n = len(toks)
+    if n <= max_tokens:
         return [text]
-    step = max_tokens - overlap
+    # word_start[i]: token i begins a new word (a pre-tokenizer unit), so a cut before it is clean.
+    word_start = [i == 0 or w is None or w != toks[i - 1][1] for i, (_, w) in enumerate(toks)]
+    word_start.append(True)
+
+    def snap_back(i: int, floor: int) -> int:
+        j = i
+        while j > floor and not word_start[j]:
+            j -= 1
+        return j if j > floor else i
+
     passages = []
     start = 0
     while True:
-        end = min(start + max_tokens, len(spans))
-        passages.append(text[spans[start][0]:spans[end - 1][1]])
-        if end == len(spans):
+        end = min(start + max_tokens, n)
+        if end < n:  # shorten to a word boundary, but never below half a window
+            end = snap_back(end, start + max(1, max_tokens // 2) - 1)
+        passages.append(text[toks[start][0][0]:toks[end - 1][0][1]].strip())
+        if end == n:
             return passages
-        start += step
+        start = snap_back(max(end - overlap, start + 1), start)
