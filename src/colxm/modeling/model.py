@@ -1,0 +1,58 @@
+"""ColBERTModel: backbone + linear projection + L2 normalisation (differentiable, for training too)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ColBERTModel(nn.Module):
+    """colbert-ai's ColBERT.query / ColBERT.doc as a plain nn.Module.
+
+    ``skip_table``: bool [vocab] of ids whose document vectors are dropped (punctuation, padding).
+    ``lang_ids`` ([B] long, adapter indexes) is used by XMOD backbones and ignored by others.
+    """
+
+    def __init__(self, backbone: nn.Module, linear: nn.Linear, skip_table: torch.Tensor):
+        super().__init__()
+        self.backbone = backbone
+        self.linear = linear
+        self.register_buffer("skip_table", skip_table.bool(), persistent=False)
+        self.is_xmod = getattr(backbone.config, "model_type", "") == "xmod"
+
+    @property
+    def dim(self) -> int:
+        return self.linear.out_features
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               lang_ids: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {}
+        if self.is_xmod:
+            if lang_ids is None:
+                lang_ids = self.default_lang_ids(input_ids.size(0), input_ids.device)
+            kwargs["lang_ids"] = lang_ids
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+
+    def default_lang_ids(self, batch: int, device) -> torch.Tensor:
+        cfg = self.backbone.config
+        langs = list(cfg.languages)
+        lang = cfg.default_language or langs[0]
+        return torch.full((batch,), langs.index(lang), dtype=torch.long, device=device)
+
+    def forward_queries(self, input_ids, attention_mask, lang_ids=None) -> torch.Tensor:
+        """[B, Lq, dim] normalised query vectors (every position, mask tokens included)."""
+        Q = self.linear(self.hidden(input_ids, attention_mask, lang_ids))
+        return F.normalize(Q, p=2, dim=2)
+
+    def document_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return ~self.skip_table[input_ids]
+
+    def forward_documents(self, input_ids, attention_mask, lang_ids=None):
+        """([B, Ld, dim] normalised vectors, zero at dropped positions; keep mask [B, Ld] bool)."""
+        D = self.linear(self.hidden(input_ids, attention_mask, lang_ids))
+        mask = self.document_mask(input_ids)
+        D = F.normalize(D * mask.unsqueeze(2).to(D.dtype), p=2, dim=2)
+        return D, mask
+
+    def forward(self, input_ids, attention_mask, lang_ids=None):
+        return self.forward_documents(input_ids, attention_mask, lang_ids)
