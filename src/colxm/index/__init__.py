@@ -1,0 +1,1 @@
+"""Index: vectors -> compressed segments on disk (codec, k-means, inverted lists, lifecycle)."""

@@ -1,0 +1,216 @@
+"""ColBERTv2 residual compression (nearest-centroid code + n-bit residual per dimension).
+
+Written by hand because it is the core of the index format: byte-compatible with colbert-ai's
+``ResidualCodec`` (same bucket cutoffs/weights from quantiles of held-out residuals, same bit order
+inside a byte) so that colbert-ai indexes import unchanged. Decompression uses one lookup table
+from a residual byte straight to its ``8 // nbits`` bucket weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from colxm.errors import IndexFormatError, InputError
+from colxm.index.kmeans import KMeansConfig, num_centroids_for, train_centroids
+
+NBITS = (1, 2, 4)
+_ASSIGN_CHUNK = 1 << 16
+
+
+def _reverse_bits(value: int, nbits: int) -> int:
+    out = 0
+    for i in range(nbits):
+        out |= ((value >> i) & 1) << (nbits - 1 - i)
+    return out
+
+
+def byte_bucket_table(nbits: int) -> np.ndarray:
+    """uint8 [256, 8 // nbits]: the bucket index of each dimension stored in a residual byte.
+
+    colbert-ai writes bucket b of a dimension as its bits b>>0 & 1, b>>1 & 1, ... (least significant
+    first) and np.packbits puts the first bit in the byte's most significant position, so the
+    dimensions of a byte appear from the top down, each with its bits reversed.
+    """
+    per = 8 // nbits
+    mask = (1 << nbits) - 1
+    table = np.zeros((256, per), dtype=np.uint8)
+    for byte in range(256):
+        for p in range(per):
+            field_ = (byte >> (8 - nbits * (p + 1))) & mask
+            table[byte, p] = _reverse_bits(field_, nbits)
+    return table
+
+
+@dataclass(eq=False)
+class ResidualCodec:
+    """Centroids plus the n-bit residual quantiser. See the module docstring for the format."""
+
+    nbits: int
+    dim: int
+    centroids: np.ndarray  # float32 [K, dim], rows L2-normalised
+    bucket_cutoffs: np.ndarray  # float32 [2**nbits - 1]
+    bucket_weights: np.ndarray  # float32 [2**nbits]
+    avg_residual: float
+    _lut: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.nbits not in NBITS:
+            raise InputError(f"nbits must be one of {NBITS}, got {self.nbits}")
+        if self.dim <= 0 or self.dim % 8:
+            raise InputError(f"dim {self.dim} must be a multiple of 8")
+        self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
+        self.bucket_cutoffs = np.asarray(self.bucket_cutoffs, dtype=np.float32).reshape(-1)
+        self.bucket_weights = np.asarray(self.bucket_weights, dtype=np.float32).reshape(-1)
+        nb = 1 << self.nbits
+        if self.centroids.ndim != 2 or self.centroids.shape[1] != self.dim:
+            raise IndexFormatError(f"centroids have shape {self.centroids.shape}, expected [K, {self.dim}]")
+        if self.bucket_cutoffs.shape != (nb - 1,) or self.bucket_weights.shape != (nb,):
+            raise IndexFormatError(
+                f"bucket cutoffs/weights have shapes {self.bucket_cutoffs.shape}/{self.bucket_weights.shape}, "
+                f"expected ({nb - 1},)/({nb},) for nbits={self.nbits}")
+        self.avg_residual = float(np.float32(self.avg_residual))  # stored as float32, as colbert-ai
+
+    # ---- properties -------------------------------------------------------------------------
+    @property
+    def num_centroids(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def packed_dim(self) -> int:
+        """Bytes of residual per vector."""
+        return self.dim * self.nbits // 8
+
+    @property
+    def weight_lut(self) -> np.ndarray:
+        """float32 [256, 8 // nbits]: residual byte -> the bucket weights of its dimensions."""
+        if self._lut is None:
+            self._lut = np.ascontiguousarray(self.bucket_weights[byte_bucket_table(self.nbits)])
+        return self._lut
+
+    # ---- (de)serialisation ------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "nbits": np.array(self.nbits, dtype=np.int64),
+            "centroids": self.centroids,
+            "bucket_cutoffs": self.bucket_cutoffs,
+            "bucket_weights": self.bucket_weights,
+            "avg_residual": np.array(self.avg_residual, dtype=np.float32),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ResidualCodec":
+        missing = {"nbits", "centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"} - set(arrays)
+        if missing:
+            raise IndexFormatError(f"codec arrays are missing {sorted(missing)}; the index is incomplete")
+        centroids = np.asarray(arrays["centroids"], dtype=np.float32)
+        if centroids.ndim != 2:
+            raise IndexFormatError(f"centroids must be 2-D, got shape {centroids.shape}")
+        return cls(nbits=int(np.asarray(arrays["nbits"])), dim=int(centroids.shape[1]), centroids=centroids,
+                   bucket_cutoffs=arrays["bucket_cutoffs"], bucket_weights=arrays["bucket_weights"],
+                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]))
+
+    # ---- compression ------------------------------------------------------------------------
+    def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        v = np.asarray(vectors)
+        if v.ndim != 2 or v.shape[1] != self.dim:
+            raise InputError(f"expected vectors of shape [n, {self.dim}], got {v.shape}")
+        return v
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """Nearest centroid (max inner product, as colbert-ai) of each vector -> int32 [n]."""
+        v = self._check_vectors(vectors)
+        c = torch.from_numpy(self.centroids)
+        out = np.empty(v.shape[0], dtype=np.int32)
+        for a in range(0, v.shape[0], _ASSIGN_CHUNK):
+            x = torch.from_numpy(np.ascontiguousarray(v[a:a + _ASSIGN_CHUNK], dtype=np.float32))
+            out[a:a + x.shape[0]] = (x @ c.T).argmax(1).numpy()
+        return out
+
+    def quantize(self, residuals: np.ndarray) -> np.ndarray:
+        """Bucket index of each residual value (torch.bucketize semantics) -> uint8 [n, dim]."""
+        return np.searchsorted(self.bucket_cutoffs, residuals, side="left").astype(np.uint8)
+
+    def pack(self, buckets: np.ndarray) -> np.ndarray:
+        """uint8 [n, dim] bucket indexes -> uint8 [n, dim*nbits//8] in colbert-ai's byte layout."""
+        n = buckets.shape[0]
+        per = 8 // self.nbits
+        rev = np.array([_reverse_bits(b, self.nbits) for b in range(1 << self.nbits)], dtype=np.uint8)
+        b = rev[buckets].reshape(n, self.dim // per, per)
+        out = np.zeros((n, self.dim // per), dtype=np.uint8)
+        for p in range(per):
+            out |= b[:, :, p] << np.uint8(8 - self.nbits * (p + 1))
+        return out
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`pack` -> uint8 [n, dim] bucket indexes."""
+        return byte_bucket_table(self.nbits)[packed].reshape(packed.shape[0], self.dim)
+
+    def compress(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """vectors float32 [n, dim] -> (codes int32 [n], residuals uint8 [n, dim*nbits//8])."""
+        v = self._check_vectors(vectors)
+        codes = np.empty(v.shape[0], dtype=np.int32)
+        residuals = np.empty((v.shape[0], self.packed_dim), dtype=np.uint8)
+        for a in range(0, v.shape[0], _ASSIGN_CHUNK):
+            x = np.asarray(v[a:a + _ASSIGN_CHUNK], dtype=np.float32)
+            cod = self.assign(x)
+            codes[a:a + len(x)] = cod
+            residuals[a:a + len(x)] = self.pack(self.quantize(x - self.centroids[cod]))
+        return codes, residuals
+
+    def decompress(self, codes: np.ndarray, residuals: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(codes [n], residuals uint8 [n, packed_dim]) -> L2-normalised float32 [n, dim]."""
+        codes = np.asarray(codes)
+        residuals = np.asarray(residuals)
+        n = codes.shape[0]
+        if residuals.shape != (n, self.packed_dim):
+            raise InputError(f"residuals have shape {residuals.shape}, expected ({n}, {self.packed_dim})")
+        v = self.weight_lut[residuals].reshape(n, self.dim)
+        v += self.centroids[codes]
+        norms = np.sqrt(np.einsum("ij,ij->i", v, v))
+        v /= np.maximum(norms, 1e-12)[:, None]
+        if out is not None:
+            out[...] = v
+            return out
+        return v
+
+
+def compute_buckets(centroids: np.ndarray, heldout: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Bucket cutoffs, weights and average residual from held-out vectors, as colbert-ai computes them
+    (quantiles of all residual values; cutoffs at i/2^nbits, weights at the bucket midpoints)."""
+    tmp = ResidualCodec(nbits=nbits, dim=centroids.shape[1], centroids=centroids,
+                        bucket_cutoffs=np.zeros((1 << nbits) - 1), bucket_weights=np.zeros(1 << nbits),
+                        avg_residual=0.0)
+    res = torch.from_numpy(np.asarray(heldout, np.float32) - centroids[tmp.assign(heldout)])
+    avg_residual = float(res.abs().mean(0).mean())
+    num = 1 << nbits
+    q = torch.arange(0, num, dtype=torch.float32) * (1 / num)
+    flat = res.float().reshape(-1)
+    if flat.numel() > 16_000_000:  # torch.quantile's input limit
+        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:16_000_000]]
+    cutoffs = torch.quantile(flat, q[1:])
+    weights = torch.quantile(flat, q + 0.5 / num)
+    return cutoffs.numpy(), weights.numpy(), avg_residual
+
+
+def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = None, seed: int = 0,
+                config: KMeansConfig | None = None) -> ResidualCodec:
+    """k-means centroids on ``sample`` plus bucket cutoffs/weights from a held-out 5% (at most 50k
+    vectors), as colbert-ai does. ``num_centroids`` defaults to :func:`num_centroids_for`."""
+    if nbits not in NBITS:
+        raise InputError(f"nbits must be one of {NBITS}, got {nbits}")
+    x = np.asarray(sample, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise InputError(f"train_codec needs a non-empty [n, dim] sample, got shape {x.shape}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(x.shape[0])
+    h = int(min(0.05 * x.shape[0], 50_000))
+    train, heldout = (x[perm[h:]], x[perm[:h]]) if h > 0 else (x, x)
+    k = num_centroids or num_centroids_for(x.shape[0])
+    k = min(k, train.shape[0])
+    cfg = config or KMeansConfig(seed=seed)
+    centroids = train_centroids(train, k, cfg)
+    cutoffs, weights, avg = compute_buckets(centroids, heldout, nbits)
+    return ResidualCodec(nbits=nbits, dim=x.shape[1], centroids=centroids, bucket_cutoffs=cutoffs,
+                         bucket_weights=weights, avg_residual=avg)

@@ -1,0 +1,89 @@
+"""SegmentData: the arrays of one immutable segment that search reads (plain or memory-mapped)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from colxm.errors import IndexFormatError, InputError
+from colxm.index.codec import ResidualCodec
+from colxm.index.ivf import build_ivf
+
+
+@dataclass
+class SegmentData:
+    """One segment: token codes/residuals grouped by document, plus its inverted lists.
+
+    ``codes`` may be any integer dtype (uint16 when there are at most 65,536 centroids keeps the
+    index small); ``ivf_docs`` likewise (uint16 when the segment has at most 65,536 documents).
+    ``live`` marks documents that are not deleted (None = all live).
+    """
+
+    codes: np.ndarray  # int [T]
+    residuals: np.ndarray  # uint8 [T, dim*nbits//8]
+    doclens: np.ndarray  # int32 [N]
+    doc_offsets: np.ndarray  # int64 [N+1]
+    ivf_offsets: np.ndarray  # int64 [K+1]
+    ivf_docs: np.ndarray  # int [nnz]
+    live: np.ndarray | None = None  # bool [N]
+
+    @property
+    def num_docs(self) -> int:
+        return int(self.doclens.shape[0])
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.codes.shape[0])
+
+    def check(self, codec: ResidualCodec) -> None:
+        """Raise IndexFormatError when the arrays do not fit each other or the codec."""
+        n, t = self.num_docs, self.num_tokens
+        problems = []
+        if self.residuals.shape != (t, codec.packed_dim):
+            problems.append(f"residuals shape {self.residuals.shape} != ({t}, {codec.packed_dim})")
+        if self.doc_offsets.shape != (n + 1,):
+            problems.append(f"doc_offsets length {self.doc_offsets.shape[0]} != {n + 1}")
+        elif int(self.doc_offsets[-1]) != t or int(self.doc_offsets[0]) != 0:
+            problems.append(f"doc_offsets end at {int(self.doc_offsets[-1])}, expected {t} tokens")
+        if self.ivf_offsets.shape != (codec.num_centroids + 1,):
+            problems.append(f"ivf_offsets length {self.ivf_offsets.shape[0]} != {codec.num_centroids + 1}")
+        elif int(self.ivf_offsets[-1]) != self.ivf_docs.shape[0]:
+            problems.append(f"ivf_offsets end at {int(self.ivf_offsets[-1])}, ivf_docs has {self.ivf_docs.shape[0]}")
+        if self.live is not None and self.live.shape != (n,):
+            problems.append(f"live mask length {self.live.shape[0]} != {n}")
+        if problems:
+            raise IndexFormatError("segment arrays are inconsistent (" + "; ".join(problems)
+                                   + "); the index is corrupted: rebuild it")
+
+    @classmethod
+    def from_compressed(cls, codes: np.ndarray, residuals: np.ndarray, doclens: np.ndarray,
+                        num_centroids: int, live: np.ndarray | None = None) -> "SegmentData":
+        """Build offsets and inverted lists for already-compressed tokens."""
+        doclens = np.asarray(doclens, dtype=np.int32)
+        offsets = np.zeros(doclens.shape[0] + 1, dtype=np.int64)
+        np.cumsum(doclens, out=offsets[1:])
+        ivf_offsets, ivf_docs = build_ivf(codes, doclens, num_centroids)
+        return cls(codes=codes, residuals=residuals, doclens=doclens, doc_offsets=offsets,
+                   ivf_offsets=ivf_offsets, ivf_docs=ivf_docs, live=live)
+
+    @classmethod
+    def from_vectors(cls, codec: ResidualCodec, docs: list[np.ndarray]) -> "SegmentData":
+        """Compress a list of per-document token matrices [m_i, dim] into a segment (in memory)."""
+        if not docs:
+            raise InputError("a segment needs at least one document")
+        doclens = np.array([d.shape[0] for d in docs], dtype=np.int32)
+        codes, residuals = codec.compress(np.concatenate(docs).astype(np.float32, copy=False))
+        return cls.from_compressed(codes, residuals, doclens, codec.num_centroids)
+
+
+def token_ranges(offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Token indexes of ``docs`` (concatenated, doc by doc) and each doc's start in that list."""
+    starts = np.asarray(offsets[docs], dtype=np.int64)
+    lens = np.asarray(offsets[docs + 1], dtype=np.int64) - starts
+    seg_starts = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(lens, out=seg_starts[1:])
+    total = int(seg_starts[-1])
+    # index = arange(total) + (doc start - its position in the concatenation), repeated per token
+    idx = np.arange(total, dtype=np.int64)
+    idx += np.repeat(starts - seg_starts[:-1], lens)
+    return idx, seg_starts

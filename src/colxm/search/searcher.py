@@ -1,0 +1,155 @@
+"""The search pipeline over one codec and its segments: PLAID-style approximate search or an
+exhaustive exact mode."""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from colxm.errors import InputError
+from colxm.index.codec import ResidualCodec
+from colxm.search.candidates import approx_scores, candidate_docs, probe_cells
+from colxm.search.data import SegmentData
+from colxm.search.rerank import maxsim_docs
+
+Hit = tuple[int, int, float]  # (segment index, local doc, score)
+_EXHAUSTIVE_TOKENS = 1 << 16  # tokens decompressed per block in exhaustive mode
+
+
+@dataclass
+class SearchParams:
+    """Knobs of the approximate search (ignored when ``exhaustive``).
+
+    ncells: centroids probed per query token; centroid_score_threshold: centroids whose best score
+    over the query is below it are ignored in approximate scoring; ndocs: documents kept after the
+    pruned approximate stage; nrerank: documents scored exactly (default ndocs // 4).
+    """
+
+    ncells: int = 2
+    centroid_score_threshold: float = 0.45
+    ndocs: int = 1024
+    nrerank: int | None = None
+    exhaustive: bool = False
+
+    @classmethod
+    def for_k(cls, k: int) -> "SearchParams":
+        """Measured defaults (benchmarks/search.py) for a result list of length k."""
+        if k <= 10:
+            return cls(ncells=2, centroid_score_threshold=0.45, ndocs=1024)
+        if k <= 100:
+            return cls(ncells=4, centroid_score_threshold=0.4, ndocs=max(2048, 8 * k))
+        return cls(ncells=8, centroid_score_threshold=0.35, ndocs=max(4096, 16 * k))
+
+    def validate(self) -> None:
+        if self.ncells < 1 or self.ndocs < 1 or (self.nrerank is not None and self.nrerank < 1):
+            raise InputError(f"ncells, ndocs and nrerank must be >= 1, got {self}")
+
+
+def _as_query_list(queries, dim: int) -> list[np.ndarray]:
+    if isinstance(queries, np.ndarray) and queries.ndim == 3:
+        queries = list(queries)
+    elif isinstance(queries, np.ndarray) and queries.ndim == 2:
+        queries = [queries]
+    out = []
+    for i, q in enumerate(queries):
+        q = np.ascontiguousarray(np.asarray(q, dtype=np.float32))
+        if q.ndim != 2 or q.shape[1] != dim or q.shape[0] == 0:
+            raise InputError(f"query {i} has shape {q.shape}; expected [tokens > 0, {dim}]")
+        out.append(q)
+    return out
+
+
+class Searcher:
+    """Searches token-vector queries over segments that share one codec."""
+
+    def __init__(self, codec: ResidualCodec, segments: list[SegmentData]):
+        self.codec = codec
+        self.segments = list(segments)
+        self._centroids_t = np.ascontiguousarray(codec.centroids.T)
+
+    def _masks(self, allowed) -> list[np.ndarray | None]:
+        if allowed is not None and len(allowed) != len(self.segments):
+            raise InputError(f"allowed has {len(allowed)} masks for {len(self.segments)} segments")
+        masks = []
+        for s, seg in enumerate(self.segments):
+            m = None if allowed is None else allowed[s]
+            if m is not None:
+                m = np.asarray(m, dtype=bool)
+                if m.shape != (seg.num_docs,):
+                    raise InputError(f"allowed mask {s} has shape {m.shape}, expected ({seg.num_docs},)")
+            if seg.live is not None:
+                m = np.asarray(seg.live, dtype=bool) if m is None else (m & seg.live)
+            masks.append(m)
+        return masks
+
+    def search(self, queries, k: int = 10, params: SearchParams | None = None,
+               allowed: list[np.ndarray | None] | None = None) -> list[list[Hit]]:
+        """Top-k (segment, local doc, score) per query, best first."""
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        Qs = _as_query_list(queries, self.codec.dim)
+        params = params or SearchParams.for_k(k)
+        params.validate()
+        masks = self._masks(allowed)
+        if not Qs:
+            return []
+        if params.exhaustive:
+            return self._exhaustive(Qs, k, masks)
+        return [self._plaid_one(q, k, params, masks) for q in Qs]
+
+    # ---- approximate (PLAID) ------------------------------------------------------------------
+    def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
+        scores = Q @ self._centroids_t  # [Lq, K]
+        cells = probe_cells(scores, params.ncells)
+        scores_t = np.ascontiguousarray(scores.T)
+        keep = scores_t.max(1) >= params.centroid_score_threshold
+        nrerank = params.nrerank or max(k, params.ndocs // 4)
+        qb = np.array([0, Q.shape[0]], dtype=np.int64)
+        hits: list[Hit] = []
+        for s, seg in enumerate(self.segments):
+            docs = candidate_docs(seg, cells, masks[s])
+            if docs.size == 0:
+                continue
+            if docs.size > params.ndocs:
+                approx = approx_scores(seg, docs, scores_t, keep)
+                docs = docs[np.argpartition(-approx, params.ndocs - 1)[:params.ndocs]]
+            if docs.size > nrerank:
+                approx = approx_scores(seg, docs, scores_t, None)
+                docs = docs[np.argpartition(-approx, nrerank - 1)[:nrerank]]
+            docs = np.sort(docs)
+            exact = maxsim_docs(self.codec, seg, docs, Q, qb)[:, 0]
+            top = np.argsort(-exact, kind="stable")[:k]
+            hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
+        return heapq.nlargest(k, hits, key=lambda h: h[2])
+
+    # ---- exhaustive ---------------------------------------------------------------------------
+    def _exhaustive(self, Qs: list[np.ndarray], k: int, masks) -> list[list[Hit]]:
+        Q = np.concatenate(Qs)
+        qb = np.zeros(len(Qs) + 1, dtype=np.int64)
+        np.cumsum([q.shape[0] for q in Qs], out=qb[1:])
+        per_query: list[list[Hit]] = [[] for _ in Qs]
+        for s, seg in enumerate(self.segments):
+            ok = np.asarray(seg.doclens) > 0
+            if masks[s] is not None:
+                ok &= masks[s]
+            docs = np.flatnonzero(ok)
+            if docs.size == 0:
+                continue
+            scores = np.empty((docs.size, len(Qs)), dtype=np.float32)
+            # blocks of whole documents with about _EXHAUSTIVE_TOKENS tokens each
+            cum = np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])
+            cuts = np.searchsorted(cum, np.arange(_EXHAUSTIVE_TOKENS, int(cum[-1]), _EXHAUSTIVE_TOKENS), "right")
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
+                if b > a:
+                    scores[a:b] = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
+            kk = min(k, docs.size)
+            for j in range(len(Qs)):
+                top = np.argpartition(-scores[:, j], kk - 1)[:kk]
+                per_query[j].extend((s, int(docs[i]), float(scores[i, j])) for i in top)
+        return [sorted(h, key=lambda x: -x[2])[:k] for h in per_query]
+
+
+def with_params(params: SearchParams | None, **changes) -> SearchParams:
+    """Copy of ``params`` (or the k=10 defaults) with some fields changed."""
+    return replace(params or SearchParams.for_k(10), **changes)

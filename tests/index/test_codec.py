@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from colxm.errors import IndexFormatError, InputError
+from colxm.index.codec import ResidualCodec, byte_bucket_table, train_codec
+from colxm.index.kmeans import KMeansConfig, num_centroids_for, train_centroids
+
+
+def _vectors(n=4000, dim=64, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((50, dim)).astype(np.float32)
+    v = centers[rng.integers(0, 50, n)] + 0.4 * rng.standard_normal((n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_num_centroids_rule():
+    assert num_centroids_for(1_377_956) == 16384  # colbert-ai chose 16384 for this count
+    assert num_centroids_for(10_000) == 1024
+    assert num_centroids_for(3) == 3
+    with pytest.raises(InputError):
+        num_centroids_for(0)
+
+
+def test_kmeans_is_seeded_and_normalised():
+    x = _vectors(3000, 32)
+    a = train_centroids(x, 64, KMeansConfig(seed=3))
+    b = train_centroids(x, 64, KMeansConfig(seed=3))
+    c = train_centroids(x, 64, KMeansConfig(seed=4))
+    assert a.shape == (64, 32)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("nbits", [1, 2, 4])
+def test_round_trip_within_quantisation_bound(nbits):
+    x = _vectors()
+    codec = train_codec(x, nbits=nbits, num_centroids=64, seed=0)
+    codes, res = codec.compress(x)
+    assert codes.dtype == np.int32 and res.dtype == np.uint8 and res.shape == (len(x), 64 * nbits // 8)
+    # codes are the nearest centroids
+    np.testing.assert_array_equal(codes, (x @ codec.centroids.T).argmax(1))
+    # every residual value is reconstructed by its bucket's weight: the error per dimension is at most
+    # the distance from the value to the weight of the bucket it falls in (bucket edges or the range)
+    resid = x - codec.centroids[codes]
+    buckets = codec.unpack(res)
+    np.testing.assert_array_equal(buckets, codec.quantize(resid))
+    edges = np.concatenate([[resid.min()], codec.bucket_cutoffs, [resid.max()]])
+    recon = codec.bucket_weights[buckets]
+    bound = np.maximum(np.abs(edges[buckets] - recon), np.abs(edges[buckets.astype(int) + 1] - recon))
+    assert np.all(np.abs(resid - recon) <= bound + 1e-6)
+    # decompressed vectors are the normalised centroid + reconstructed residual, close to the input
+    dec = codec.decompress(codes, res)
+    expect = codec.centroids[codes] + recon
+    expect /= np.linalg.norm(expect, axis=1, keepdims=True)
+    np.testing.assert_allclose(dec, expect, atol=1e-5)
+    cos = (dec * x).sum(1)
+    assert cos.mean() > {1: 0.9, 2: 0.96, 4: 0.99}[nbits]
+    # more bits, less error
+    err = np.abs(resid - recon).mean()
+    assert err <= codec.avg_residual
+
+
+def test_bucket_quantiles_follow_colbert_definition():
+    x = _vectors(2000, 32)
+    codec = train_codec(x, nbits=2, num_centroids=32, seed=0)
+    assert np.all(np.diff(codec.bucket_cutoffs) > 0)
+    assert np.all(np.diff(codec.bucket_weights) > 0)
+    # weights are the bucket midpoint quantiles: each weight lies inside its bucket
+    assert codec.bucket_weights[0] < codec.bucket_cutoffs[0] < codec.bucket_weights[1]
+    assert codec.bucket_weights[-1] > codec.bucket_cutoffs[-1]
+
+
+def test_bit_layout_matches_colbert_ai():
+    # colbert-ai: bits of bucket b are (b>>0)&1, (b>>1)&1 (LSB first), np.packbits is MSB first.
+    codec = ResidualCodec(nbits=2, dim=8, centroids=np.eye(8, dtype=np.float32),
+                          bucket_cutoffs=[-0.1, 0, 0.1], bucket_weights=[-0.2, -0.05, 0.05, 0.2], avg_residual=0.1)
+    buckets = np.array([[1, 2, 3, 0, 0, 0, 0, 1]], dtype=np.uint8)
+    bits = ((buckets[..., None] >> np.arange(2, dtype=np.uint8)) & 1).reshape(-1)
+    expected = np.packbits(bits).reshape(1, 2)
+    np.testing.assert_array_equal(codec.pack(buckets), expected)
+    np.testing.assert_array_equal(codec.unpack(expected), buckets)
+    for nbits in (1, 2, 4):
+        t = byte_bucket_table(nbits)
+        assert t.shape == (256, 8 // nbits) and t.max() == (1 << nbits) - 1
+
+
+def test_arrays_round_trip_and_errors():
+    codec = train_codec(_vectors(1000, 32), nbits=2, num_centroids=16)
+    again = ResidualCodec.from_arrays(codec.to_arrays())
+    for name, value in codec.to_arrays().items():
+        np.testing.assert_array_equal(again.to_arrays()[name], value)
+    assert again.avg_residual == codec.avg_residual and again.nbits == 2 and again.dim == 32
+    with pytest.raises(IndexFormatError):
+        ResidualCodec.from_arrays({"centroids": codec.centroids})
+    with pytest.raises(InputError):
+        codec.compress(np.zeros((3, 31), np.float32))
+    with pytest.raises(InputError):
+        train_codec(np.zeros((10, 32), np.float32), nbits=3)

@@ -1,0 +1,25 @@
+import numpy as np
+import pytest
+
+from colxm.errors import InputError
+from colxm.index.ivf import build_ivf
+
+
+def test_ivf_lists_every_doc_of_every_centroid_once():
+    rng = np.random.default_rng(0)
+    doclens = rng.integers(0, 12, 200).astype(np.int32)
+    codes = rng.integers(0, 37, doclens.sum()).astype(np.int32)
+    offsets, docs = build_ivf(codes, doclens, 37)
+    assert offsets.dtype == np.int64 and docs.dtype == np.int32 and offsets.shape == (38,)
+    owner = np.repeat(np.arange(200), doclens)
+    for c in range(37):
+        expect = np.unique(owner[codes == c])
+        np.testing.assert_array_equal(docs[offsets[c]:offsets[c + 1]], expect)
+    assert offsets[-1] == docs.size
+
+
+def test_ivf_rejects_bad_input():
+    with pytest.raises(InputError):
+        build_ivf(np.array([0, 1], np.int32), np.array([3], np.int32), 2)
+    with pytest.raises(InputError):
+        build_ivf(np.array([0, 5], np.int32), np.array([2], np.int32), 2)

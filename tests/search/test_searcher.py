@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from colxm.errors import InputError
+from colxm.index.codec import train_codec
+from colxm.search import SearchParams, Searcher, SegmentData
+
+from colxm_synth import clustered_docs, exact_topk, queries_from
+
+
+@pytest.fixture(scope="module")
+def setup():
+    docs, _ = clustered_docs(n_docs=600, dim=32, n_topics=60, seed=0)
+    codec = train_codec(np.concatenate(docs), nbits=2, num_centroids=128, seed=0)
+    # two segments, as an index with an appended batch would have
+    segs = [SegmentData.from_vectors(codec, docs[:400]), SegmentData.from_vectors(codec, docs[400:])]
+    queries = queries_from(docs, n=30, qlen=8)
+    return docs, codec, segs, queries
+
+
+def _global(hits):
+    return [(400 if s == 1 else 0) + d for s, d, _ in hits]
+
+
+def test_exhaustive_matches_bruteforce_on_decompressed(setup):
+    docs, codec, segs, queries = setup
+    res = Searcher(codec, segs).search(queries, k=10, params=SearchParams(exhaustive=True))
+    dec = [codec.decompress(*codec.compress(d)) for d in docs]
+    for q, hits in zip(queries, res):
+        assert _global(hits) == exact_topk(q, dec, 10)
+        assert all(hits[i][2] >= hits[i + 1][2] for i in range(len(hits) - 1))
+    # and the compressed exact ranking is close to the one over raw vectors
+    raw = np.mean([len(set(_global(h)) & set(exact_topk(q, docs, 10))) / 10 for q, h in zip(queries, res)])
+    assert raw >= 0.8
+
+
+@pytest.mark.parametrize("params", [SearchParams(ncells=4, ndocs=256), SearchParams(ncells=4, ndocs=1024)])
+def test_plaid_overlap_with_exhaustive(params):
+    # 3000 docs: the candidate and ndocs stages really cut (ndocs=256 keeps < 10% of the docs)
+    docs, _ = clustered_docs(n_docs=3000, dim=32, n_topics=200, seed=0)
+    codec = train_codec(np.concatenate(docs), nbits=2, num_centroids=512, seed=0)
+    s = Searcher(codec, [SegmentData.from_vectors(codec, docs)])
+    queries = queries_from(docs, n=50, qlen=8)
+    ex = s.search(queries, k=10, params=SearchParams(exhaustive=True))
+    ap = s.search(queries, k=10, params=params)
+    ov = np.mean([len({h[:2] for h in a} & {h[:2] for h in e}) / 10 for a, e in zip(ap, ex)])
+    assert ov >= 0.99
+    # scores of PLAID hits are exact scores
+    for a, e in zip(ap, ex):
+        ed = {h[:2]: h[2] for h in e}
+        for h in a:
+            if h[:2] in ed:
+                assert abs(ed[h[:2]] - h[2]) < 1e-4
+
+
+def test_tight_params_still_return_k(setup):
+    docs, codec, segs, queries = setup
+    res = Searcher(codec, segs).search(queries[:5], k=10, params=SearchParams(ncells=1, ndocs=40,
+                                                                                centroid_score_threshold=0.9))
+    assert all(len(h) == 10 for h in res)
+
+
+def test_allowed_and_live_masks(setup):
+    docs, codec, segs, queries = setup
+    allowed = [np.arange(400) % 3 == 0, None]
+    live = np.ones(200, bool)
+    live[::2] = False
+    segs2 = [segs[0], SegmentData(**{**segs[1].__dict__, "live": live})]
+    s = Searcher(codec, segs2)
+    for params in (SearchParams(exhaustive=True), SearchParams()):
+        for hits in s.search(queries, k=10, params=params, allowed=allowed):
+            assert len(hits) == 10
+            for seg, d, _ in hits:
+                assert (seg == 0 and d % 3 == 0) or (seg == 1 and d % 2 == 1)
+    # filtered exhaustive == brute force over the allowed docs
+    dec = [codec.decompress(*codec.compress(d)) for d in docs]
+    ok = [i for i in range(600) if (i < 400 and i % 3 == 0) or (i >= 400 and (i - 400) % 2 == 1)]
+    for q, hits in zip(queries[:5], s.search(queries[:5], k=5, params=SearchParams(exhaustive=True), allowed=allowed)):
+        assert _global(hits) == [ok[i] for i in exact_topk(q, [dec[i] for i in ok], 5)]
+
+
+def test_batched_equals_single(setup):
+    docs, codec, segs, queries = setup
+    s = Searcher(codec, segs)
+    stacked = np.stack(queries[:6])
+    assert s.search(stacked, k=5) == [s.search(q, k=5)[0] for q in queries[:6]]
+
+
+def test_bad_input(setup):
+    docs, codec, segs, queries = setup
+    s = Searcher(codec, segs)
+    with pytest.raises(InputError):
+        s.search([np.zeros((4, 31), np.float32)])
+    with pytest.raises(InputError):
+        s.search(queries[:1], k=0)
+    with pytest.raises(InputError):
+        s.search(queries[:1], allowed=[None])
+    with pytest.raises(InputError):
+        s.search(queries[:1], params=SearchParams(ndocs=0))
