@@ -1,0 +1,126 @@
+"""The trainer on tiny models: loss goes down, frozen weights stay bit-identical, resume continues."""
+import json
+
+import pytest
+import torch
+
+from colxm.errors import InputError
+from colxm.train import losses
+from colxm.train.data import NwayTuple, Triple
+from colxm.train.trainer import ColbertCollator, TrainConfig, apply_freezing, energy_estimate, train_colbert
+
+TRIPLES = [
+    Triple("gzip compress files", "gzip is a tool to compress files", "a music player that plays songs"),
+    Triple("music player", "a music player that plays songs", "a web browser for internet pages"),
+    Triple("draw vector graphics", "an editor to draw vector graphics", "a mail client to read email"),
+    Triple("web browser", "a web browser for internet pages", "gzip is a tool to compress files"),
+    Triple("email client", "a mail client to read email", "an editor to draw vector graphics"),
+    Triple("raster image paint", "paint raster image program", "audio player for songs"),
+    Triple("text document editor", "write text document with the editor", "bzip2 archive tool"),
+    Triple("bzip2 archive", "bzip2 archive tool", "write text document with the editor"),
+]
+
+
+def dataset_loss(enc, rows, nway=2):
+    """Mean ColBERT-XM loss over the data in eval mode (no dropout in the tiny models)."""
+    batch = ColbertCollator(enc.tokenize_queries, enc.tokenize_documents)(rows)
+    with torch.no_grad():
+        Q = enc.model.forward_queries(batch["q_input_ids"], batch["q_attention_mask"])
+        D, m = enc.model.forward_documents(batch["d_input_ids"], batch["d_attention_mask"])
+        S = losses.maxsim_scores(Q, D, m)
+        if "teacher_scores" in batch:
+            return losses.distillation_loss(S, batch["teacher_scores"]).item()
+        return losses.colbert_xm_loss(S, nway).item()
+
+
+def cfg(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "run"), max_steps=12, batch_size=4, learning_rate=2e-2,
+                warmup_ratio=0.1, save_steps=100, logging_steps=2, tdp_watts=100.0, carbon_intensity=0.5)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_few_steps_lower_the_loss_and_write_summary(tmp_path, tiny_encoder):
+    before = dataset_loss(tiny_encoder, TRIPLES)
+    summary = train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path))
+    after = dataset_loss(tiny_encoder, TRIPLES)
+    assert after < 0.8 * before, (before, after)
+    run = tmp_path / "run"
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["steps"] == summary["steps"] == 12
+    assert len(on_disk["loss_curve"]) >= 5 and on_disk["loss_curve"][0][0] == 1
+    assert (run / "loss.png").stat().st_size > 1000
+    # energy = TDP x time, CO2 = energy x intensity
+    assert on_disk["energy_kwh"] == pytest.approx(100.0 * on_disk["wall_time_s"] / 3.6e6, rel=1e-2)
+    assert on_disk["co2_kg"] == pytest.approx(0.5 * on_disk["energy_kwh"])
+    # the final model is written by the encoder's own save_pretrained
+    assert str(run) in tiny_encoder.saved and (run / "model.safetensors").exists()
+
+
+def test_distillation_run_lowers_kl(tmp_path, tiny_encoder):
+    rows = [NwayTuple(t.query, [t.positive, t.negative, TRIPLES[(i + 3) % 8].positive], [4.0, 0.0, 1.0])
+            for i, t in enumerate(TRIPLES)]
+    before = dataset_loss(tiny_encoder, rows)
+    train_colbert(tiny_encoder, rows, cfg(tmp_path))
+    assert dataset_loss(tiny_encoder, rows) < 0.8 * before
+
+
+def test_colbert_xm_recipe_keeps_embeddings_and_adapters_bit_identical(tmp_path, tiny_xmod_encoder):
+    model = tiny_xmod_encoder.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_colbert(tiny_xmod_encoder, TRIPLES, cfg(tmp_path, max_steps=4, weight_decay=0.1))
+    frozen = [n for n in before if "embeddings." in n or ".adapter_modules." in n]
+    assert any("adapter_modules.de_DE" in n for n in frozen) and any("word_embeddings" in n for n in frozen)
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, before[n]), n
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert "linear.weight" in changed and any("attention.self.query" in n for n in changed)
+
+
+def test_trainable_layers_limits_training_to_the_top(tiny_encoder):
+    trainable, frozen = apply_freezing(tiny_encoder.model, trainable_layers=1)
+    assert "linear.weight" in trainable
+    assert all(".layer.1." in n or n == "linear.weight" for n in trainable)
+    assert any(".layer.0." in n for n in frozen)
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
+    from transformers import TrainerCallback
+
+    class StopAt(TrainerCallback):  # simulates an interruption right after checkpoint-3 is written
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                control.should_training_stop = True
+
+    from colxm.train import trainer as tr
+
+    orig = tr._make_hf_trainer
+    tr._make_hf_trainer = lambda **kw: orig(callbacks=[StopAt()], **kw)
+    try:
+        first = train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3))
+    finally:
+        tr._make_hf_trainer = orig
+    assert first["steps"] == 3 and (tmp_path / "run" / "checkpoint-3" / "trainable.safetensors").exists()
+
+    from conftest import TinyEncoder
+
+    fresh = TinyEncoder("bert")  # a new process would start from the base model again
+    second = train_colbert(fresh, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3))
+    assert second["resumed_from"].endswith("checkpoint-3")
+    assert second["steps"] == 5
+    assert max(s for s, _ in second["loss_curve"]) == 5  # the restored history continues to step 5
+
+    # interrupted + resumed == uninterrupted: same weights, data order and schedule restored
+    straight = TinyEncoder("bert")
+    train_colbert(straight, TRIPLES, cfg(tmp_path / "b", max_steps=5, save_steps=3))
+    for (n, a), (_, b) in zip(fresh.model.named_parameters(), straight.model.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_config_and_input_errors(tmp_path, tiny_encoder):
+    with pytest.raises(InputError, match="precision"):
+        TrainConfig(output_dir="x", precision="fp8")
+    with pytest.raises(InputError, match="fewer than one batch"):
+        train_colbert(tiny_encoder, TRIPLES[:2], cfg(tmp_path))
+    assert energy_estimate(3600, 1000, 0.2) == {"tdp_watts": 1000, "energy_kwh": 1.0,
+                                               "carbon_intensity_kg_per_kwh": 0.2, "co2_kg": 0.2}
