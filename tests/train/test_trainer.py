@@ -97,7 +97,7 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
     orig = tr._make_hf_trainer
     tr._make_hf_trainer = lambda **kw: orig(callbacks=[StopAt()], **kw)
     try:
-        first = train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3))
+        first = train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3, logging_steps=1))
     finally:
         tr._make_hf_trainer = orig
     assert first["steps"] == 3 and (tmp_path / "run" / "checkpoint-3" / "trainable.safetensors").exists()
@@ -105,14 +105,15 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
     from conftest import TinyEncoder
 
     fresh = TinyEncoder("bert")  # a new process would start from the base model again
-    second = train_colbert(fresh, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3))
+    second = train_colbert(fresh, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3, logging_steps=1))
     assert second["resumed_from"].endswith("checkpoint-3")
     assert second["steps"] == 5
-    assert max(s for s, _ in second["loss_curve"]) == 5  # the restored history continues to step 5
+    # the restored history (steps 1-3) continues with steps 4 and 5
+    assert [s for s, _ in second["loss_curve"]] == [1, 2, 3, 4, 5]
 
     # interrupted + resumed == uninterrupted: same weights, data order and schedule restored
     straight = TinyEncoder("bert")
-    train_colbert(straight, TRIPLES, cfg(tmp_path / "b", max_steps=5, save_steps=3))
+    train_colbert(straight, TRIPLES, cfg(tmp_path / "b", max_steps=5, save_steps=3, logging_steps=1))
     for (n, a), (_, b) in zip(fresh.model.named_parameters(), straight.model.named_parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=n)
 
