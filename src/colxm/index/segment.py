@@ -1,0 +1,216 @@
+"""One immutable segment on disk: compressed token vectors, per-document lengths, inverted
+lists and the segment's document store.
+
+Layout of ``segments/<id>/``: codes.npy [T] (uint16 when K <= 65536 centroids, else int32),
+residuals.npy uint8 [T, dim*nbits/8], doclens.npy int32 [N], doc_offsets.npy int64 [N+1],
+ivf_offsets.npy int64 [K+1], ivf_docs.npy [nnz] (uint16 when N <= 65536 rows, else int32),
+docs.sqlite. A segment is written in a temp folder by SegmentWriter
+(streaming: chunks are appended to raw files, so memory stays bounded), made durable, then
+renamed into place before the manifest that names it is committed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from colxm.errors import IndexFormatError
+from colxm.index.atomic import file_record, fsync_tree
+from colxm.index.manifest import SegmentRecord
+from colxm.store import Record, StoreReader, StoreWriter
+
+ARRAYS = ("codes", "residuals", "doclens", "doc_offsets", "ivf_offsets", "ivf_docs")
+STORE_FILE = "docs.sqlite"
+_COPY_ROWS = 1 << 18
+
+
+class SegmentWriter:
+    """Streams compressed chunks into a new segment folder; ``finish`` writes the .npy files."""
+
+    def __init__(self, folder: str | os.PathLike, dim: int, nbits: int, num_centroids: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=False)
+        self.packed = dim * nbits // 8
+        self.num_centroids = num_centroids
+        self.code_dtype = code_dtype(num_centroids)
+        self._codes = open(self.folder / "codes.bin", "wb")
+        self._residuals = open(self.folder / "residuals.bin", "wb")
+        self._doclens = open(self.folder / "doclens.bin", "wb")
+        self.store = StoreWriter(self.folder / STORE_FILE)
+        self.num_rows = 0
+        self.num_tokens = 0
+
+    def append(
+        self,
+        codes: np.ndarray,
+        residuals: np.ndarray,
+        doclens: np.ndarray,
+        rows: Sequence[tuple[Record, int]] | None = None,
+        raw_rows: Sequence[tuple] | None = None,
+    ) -> None:
+        """Append rows: their tokens' codes/residuals, lengths and store rows (records or raw)."""
+        doclens = np.asarray(doclens, dtype=np.int32)
+        n = len(rows) if rows is not None else len(raw_rows or ())
+        if n != len(doclens) or int(doclens.sum()) != len(codes) or len(codes) != len(residuals):
+            raise ValueError("segment chunk is inconsistent (rows, doclens, codes, residuals)")
+        self._codes.write(np.ascontiguousarray(codes, dtype=self.code_dtype).tobytes())
+        self._residuals.write(np.ascontiguousarray(residuals, dtype=np.uint8).tobytes())
+        self._doclens.write(doclens.tobytes())
+        if rows is not None:
+            self.store.add(rows)
+        else:
+            self.store.add_raw(raw_rows)
+        self.num_rows += n
+        self.num_tokens += len(codes)
+
+    def finish(self) -> dict[str, int]:
+        """Write the .npy arrays and inverted lists, fsync everything; returns counts."""
+        from colxm.index.ivf import build_ivf
+
+        for f in (self._codes, self._residuals, self._doclens):
+            f.close()
+        self.store.close()
+        t, n = self.num_tokens, self.num_rows
+        _raw_to_npy(self.folder / "codes.bin", self.folder / "codes.npy", self.code_dtype, (t,))
+        _raw_to_npy(
+            self.folder / "residuals.bin", self.folder / "residuals.npy", np.uint8, (t, self.packed)
+        )
+        _raw_to_npy(self.folder / "doclens.bin", self.folder / "doclens.npy", np.int32, (n,))
+        doclens = np.load(self.folder / "doclens.npy")
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(doclens, out=offsets[1:])
+        np.save(self.folder / "doc_offsets.npy", offsets)
+        codes = np.load(self.folder / "codes.npy", mmap_mode="r")
+        ivf_offsets, ivf_docs = build_ivf(np.asarray(codes), doclens, self.num_centroids)
+        del codes
+        np.save(self.folder / "ivf_offsets.npy", np.asarray(ivf_offsets, dtype=np.int64))
+        np.save(self.folder / "ivf_docs.npy", np.asarray(ivf_docs, dtype=code_dtype(n)))
+        fsync_tree(self.folder)
+        return {"num_rows": n, "num_tokens": t}
+
+    def abort(self) -> None:
+        for f in (self._codes, self._residuals, self._doclens):
+            f.close()
+        try:
+            self.store.close()
+        except Exception:  # noqa: BLE001 - best effort cleanup of a temp folder
+            pass
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def code_dtype(count: int) -> type:
+    """uint16 when every value fits (saves 2 bytes per token / posting), else int32."""
+    return np.uint16 if count <= 1 << 16 else np.int32
+
+
+def _raw_to_npy(raw: Path, out: Path, dtype, shape: tuple[int, ...]) -> None:
+    """Copy a raw little-endian file into a .npy of known shape, in bounded chunks."""
+    n = shape[0]
+    if n == 0:
+        np.save(out, np.zeros(shape, dtype=dtype))
+    else:
+        src = np.memmap(raw, dtype=dtype, mode="r", shape=shape)
+        dst = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=shape)
+        for i in range(0, n, _COPY_ROWS):
+            dst[i : i + _COPY_ROWS] = src[i : i + _COPY_ROWS]
+        dst.flush()
+        del src, dst
+    raw.unlink()
+
+
+def segment_record(root: Path, seg_id: str, generation: int, counts: dict[str, int]) -> SegmentRecord:
+    """Manifest record of a finished segment already moved to ``root/segments/<seg_id>``."""
+    folder = root / "segments" / seg_id
+    files = {name: file_record(folder / f"{name}.npy", root) for name in ARRAYS}
+    files["store"] = file_record(folder / STORE_FILE, root)
+    return SegmentRecord(
+        id=seg_id,
+        num_rows=counts["num_rows"],
+        num_tokens=counts["num_tokens"],
+        files=files,
+        generation=generation,
+    )
+
+
+@dataclass
+class OpenSegment:
+    """A committed segment opened for reading: memory-mapped arrays, live mask, store."""
+
+    record: SegmentRecord
+    codes: np.ndarray
+    residuals: np.ndarray
+    doclens: np.ndarray
+    doc_offsets: np.ndarray
+    ivf_offsets: np.ndarray
+    ivf_docs: np.ndarray
+    live: np.ndarray  # bool [N]
+    store: StoreReader
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _load(root: Path, rec: dict, what: str) -> np.ndarray:
+    path = root / rec["path"]
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise IndexFormatError(f"{what}: file {rec['path']} is missing; the index is corrupted") from None
+    if size != rec["size"]:
+        raise IndexFormatError(
+            f"{what}: file {rec['path']} has {size} bytes, the manifest says {rec['size']} "
+            "(truncated or altered); run `colxm verify` on the index"
+        )
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise IndexFormatError(f"{what}: file {rec['path']} is not a valid array ({e})") from None
+
+
+def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centroids: int) -> OpenSegment:
+    """Memory-map one segment with cheap consistency checks (sizes and shapes, no checksums)."""
+    where = f"segment {rec.id}"
+    missing = [n for n in (*ARRAYS, "store") if n not in rec.files]
+    if missing:
+        raise IndexFormatError(f"{where}: the manifest lists no file for {missing}")
+    arr = {name: _load(root, rec.files[name], where) for name in ARRAYS}
+    n, t = rec.num_rows, rec.num_tokens
+    expect = {
+        "codes": ((t,), code_dtype(num_centroids)),
+        "residuals": ((t, dim * nbits // 8), np.uint8),
+        "doclens": ((n,), np.int32),
+        "doc_offsets": ((n + 1,), np.int64),
+        "ivf_offsets": ((num_centroids + 1,), np.int64),
+    }
+    for name, (shape, dtype) in expect.items():
+        a = arr[name]
+        if a.shape != shape or a.dtype != dtype:
+            raise IndexFormatError(
+                f"{where}: {name} has shape {a.shape} {a.dtype}, expected {shape} {np.dtype(dtype)}"
+            )
+    if arr["ivf_docs"].ndim != 1 or arr["ivf_docs"].dtype != code_dtype(n):
+        raise IndexFormatError(f"{where}: ivf_docs must be a 1-d {np.dtype(code_dtype(n))} array")
+    live = np.ones(n, dtype=bool)
+    if rec.tombstones:
+        dead = np.asarray(_load(root, rec.tombstones, where))
+        if dead.ndim != 1 or (len(dead) and (dead.min() < 0 or dead.max() >= n)):
+            raise IndexFormatError(f"{where}: tombstones {rec.tombstones['path']} are out of range")
+        live[dead] = False
+    store_rec = rec.files["store"]
+    path = root / store_rec["path"]
+    if not path.is_file() or path.stat().st_size != store_rec["size"]:
+        raise IndexFormatError(f"{where}: document store {store_rec['path']} is missing or truncated")
+    store = StoreReader(path)
+    if store.num_rows != n:
+        store.close()
+        raise IndexFormatError(f"{where}: document store has {store.num_rows} rows, segment has {n}")
+    return OpenSegment(rec, live=live, store=store, **arr)
+
+
+def live_token_mask(seg: OpenSegment, start: int, stop: int) -> np.ndarray:
+    """Token-level mask of live rows in the row range [start, stop)."""
+    return np.repeat(seg.live[start:stop], np.asarray(seg.doclens[start:stop]))

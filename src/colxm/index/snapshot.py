@@ -1,0 +1,140 @@
+"""One committed state of an index opened for reading: manifest, codec, memory-mapped segments.
+
+A snapshot never changes; a reader picks up a later commit by opening a new snapshot
+(``Index.refresh``). Opening retries when a commit lands in the middle of it (a file of the
+generation it started reading may have been collected as garbage by then).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from colxm.errors import IndexFormatError
+from colxm.index.manifest import Manifest, read_manifest
+from colxm.index.segment import OpenSegment, open_segment
+
+log = logging.getLogger(__name__)
+
+_OPEN_RETRIES = 50
+
+
+def load_codec(root: Path, manifest: Manifest):
+    from colxm.index.codec import ResidualCodec
+
+    arrays = {}
+    for name, rec in manifest.codec_files.items():
+        path = root / rec["path"]
+        if not path.is_file():
+            raise IndexFormatError(f"codec file {rec['path']} is missing; the index is corrupted")
+        if path.stat().st_size != rec["size"]:
+            raise IndexFormatError(f"codec file {rec['path']} is truncated or altered")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise IndexFormatError(f"codec file {rec['path']} is not a valid array ({e})") from None
+    try:
+        codec = ResidualCodec.from_arrays(arrays)
+    except Exception as e:  # noqa: BLE001 - any failure here means a corrupted codec
+        raise IndexFormatError(f"the index's codec cannot be loaded ({e})") from None
+    if codec.centroids.shape != (manifest.num_centroids, manifest.dim):
+        raise IndexFormatError(
+            f"codec centroids have shape {codec.centroids.shape}, the manifest says "
+            f"({manifest.num_centroids}, {manifest.dim})"
+        )
+    return codec
+
+
+class Snapshot:
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = root
+        self.manifest = manifest
+        self.codec = load_codec(root, manifest)
+        self.segments: list[OpenSegment] = []
+        try:
+            for rec in manifest.segments:
+                self.segments.append(
+                    open_segment(root, rec, manifest.dim, manifest.nbits, manifest.num_centroids)
+                )
+        except BaseException:
+            self.close()
+            raise
+        self._searcher = None
+        self._id_map: dict[str, tuple[int, list[int]]] | None = None
+        self._multi: bool | None = None
+
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.close()
+        self.segments = []
+
+    @property
+    def searcher(self):
+        if self._searcher is None:
+            from colxm.search import SegmentData, Searcher
+
+            data = [
+                SegmentData(
+                    codes=s.codes,
+                    residuals=s.residuals,
+                    doclens=s.doclens,
+                    doc_offsets=s.doc_offsets,
+                    ivf_offsets=s.ivf_offsets,
+                    ivf_docs=s.ivf_docs,
+                    live=s.live,
+                )
+                for s in self.segments
+            ]
+            self._searcher = Searcher(self.codec, data)
+        return self._searcher
+
+    @property
+    def id_map(self) -> dict[str, tuple[int, list[int]]]:
+        """Live external id -> (segment index, its live rows), in index order."""
+        if self._id_map is None:
+            out: dict[str, tuple[int, list[int]]] = {}
+            for si, seg in enumerate(self.segments):
+                live = seg.live
+                for row, doc_id in seg.store.id_rows():
+                    if live[row]:
+                        out.setdefault(doc_id, (si, []))[1].append(row)
+            self._id_map = out
+        return self._id_map
+
+    @property
+    def multi_passage(self) -> bool:
+        """Whether any document has more than one passage (search then over-fetches)."""
+        if self._multi is None:
+            self._multi = any(
+                seg.store._con.execute("SELECT 1 FROM docs WHERE passage > 0 LIMIT 1").fetchone()
+                for seg in self.segments
+            )
+        return self._multi
+
+    @property
+    def live_rows(self) -> int:
+        return int(sum(int(s.live.sum()) for s in self.segments))
+
+
+def open_snapshot(root: Path) -> Snapshot:
+    """Open the current commit, retrying when a newer commit replaces it while we open."""
+    last: IndexFormatError | None = None
+    for _ in range(_OPEN_RETRIES):
+        manifest = read_manifest(root)
+        try:
+            return Snapshot(root, manifest)
+        except IndexFormatError as e:
+            last = e
+            try:
+                now = read_manifest(root).generation
+            except IndexFormatError:
+                raise e from None
+            if now == manifest.generation:
+                raise
+            log.debug("commit %d replaced by %d while opening; retrying", manifest.generation, now)
+    raise last  # type: ignore[misc]
