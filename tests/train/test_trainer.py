@@ -102,7 +102,7 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
         tr._make_hf_trainer = orig
     assert first["steps"] == 3 and (tmp_path / "run" / "checkpoint-3" / "trainable.safetensors").exists()
 
-    from conftest import TinyEncoder
+    from train_doubles import TinyEncoder
 
     fresh = TinyEncoder("bert")  # a new process would start from the base model again
     second = train_colbert(fresh, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3, logging_steps=1))
@@ -125,3 +125,28 @@ def test_config_and_input_errors(tmp_path, tiny_encoder):
         train_colbert(tiny_encoder, TRIPLES[:2], cfg(tmp_path))
     assert energy_estimate(3600, 1000, 0.2) == {"tdp_watts": 1000, "energy_kwh": 1.0,
                                                "carbon_intensity_kg_per_kwh": 0.2, "co2_kg": 0.2}
+
+
+def test_real_encoder_trains_and_checkpoints_load_back(tmp_path):
+    """Through the project's Encoder: HF_ColBERT checkpoints that Encoder.from_pretrained reloads."""
+    Encoder = pytest.importorskip("colxm.modeling.encoder").Encoder
+    from tiny_models import make_tiny_bert_colbert
+
+    rows = [Triple(f"what is the capital of {a}", f"{c} is the capital city of {a}", f"the {b} river water")
+            for a, c, b in [("france", "paris", "rome"), ("germany", "berlin", "paris"),
+                            ("italy", "rome", "berlin"), ("france", "paris", "germany")]]
+    enc = Encoder.from_pretrained(make_tiny_bert_colbert(tmp_path / "base"))
+    base_emb = enc.model.backbone.embeddings.word_embeddings.weight.detach().clone()
+    base_linear = enc.model.linear.weight.detach().clone()
+    before = dataset_loss(enc, rows)
+    summary = train_colbert(enc, rows, cfg(tmp_path, max_steps=6, save_steps=3, batch_size=2, learning_rate=5e-3))
+    assert summary["steps"] == 6
+    assert dataset_loss(enc, rows) < before
+    for folder in (tmp_path / "run", tmp_path / "run" / "checkpoint-3"):
+        assert (folder / "artifact.metadata").exists() and (folder / "model.safetensors").exists()
+    again = Encoder.from_pretrained(tmp_path / "run")
+    assert torch.equal(again.model.linear.weight, enc.model.linear.weight)
+    assert not torch.equal(again.model.linear.weight, base_linear)
+    assert torch.equal(again.model.backbone.embeddings.word_embeddings.weight, base_emb)  # frozen
+    q = ["what is the capital of italy"]
+    assert again.encode_queries(q)[0] == pytest.approx(enc.encode_queries(q)[0], abs=1e-5)

@@ -8,7 +8,6 @@ real colxm Encoder when that is available.
 import json
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -94,13 +93,3 @@ class TinyEncoder:
         (Path(path) / "config.json").write_text(json.dumps({"architectures": ["HF_ColBERT"]}))
         self.saved.append(str(path))
         return Path(path)
-
-
-@pytest.fixture
-def tiny_encoder():
-    return TinyEncoder("bert")
-
-
-@pytest.fixture
-def tiny_xmod_encoder():
-    return TinyEncoder("xmod")
