@@ -1,0 +1,84 @@
+"""The training sub-app (mounted by the main CLI): train both recipes, mine, add-language, errors."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from colxm.train.cli import app
+
+pytest.importorskip("colxm.modeling.encoder")
+
+PAIRS = [("what is the capital of france", "paris is the capital city of france"),
+         ("what is the capital of germany", "berlin is the capital city of germany"),
+         ("what is the capital of italy", "rome is the capital city of italy"),
+         ("which river is in paris", "the river of paris has water"),
+         ("music of the world", "world music is the music of people")]
+
+
+@pytest.fixture
+def setup(tmp_path):
+    from tiny_models import make_tiny_bert_colbert
+
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("".join(json.dumps({"query": q, "positive": p}) + "\n" for q, p in PAIRS))
+    return make_tiny_bert_colbert(tmp_path / "base"), f
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_train_colbert_from_pairs_mines_bm25_negatives(tmp_path, setup):
+    base, pairs = setup
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "o", "--steps", 3, "--batch-size", 2,
+            "--lr", 1e-3, "--negatives", 1)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and "co2_kg" in summary
+    mined = [json.loads(x) for x in (tmp_path / "o" / "train_data.jsonl").read_text().splitlines()]
+    assert len(mined) == len(PAIRS) and all(m["negative"] != m["positive"] for m in mined)
+    assert (tmp_path / "o" / "artifact.metadata").exists()
+
+
+def test_train_distillation_with_colxm_teacher_and_dpr(tmp_path, setup):
+    base, pairs = setup
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "kd", "--steps", 2, "--batch-size", 2,
+            "--negatives", 2, "--teacher-colxm", base)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "kd" / "train_data.jsonl").read_text().splitlines()]
+    assert all(len(x["passages"]) == 3 and len(x["scores"]) == 3 for x in rows)
+    r = run("train", tmp_path / "kd" / "train_data.jsonl", "--model", base, "--out", tmp_path / "dpr",
+            "--recipe", "dpr", "--pooling", "cls", "--steps", 2, "--batch-size", 2)
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "dpr" / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"]
+
+
+def test_mine_command(tmp_path, setup):
+    base, pairs = setup
+    r = run("mine", pairs, "--out", tmp_path / "t.jsonl", "--method", "model", "--model", base, "--negatives", 2)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(PAIRS)
+
+
+def test_errors_are_one_line(tmp_path, setup):
+    base, _ = setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q": 1}\n')
+    r = run("train", bad, "--model", base, "--out", tmp_path / "o")
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "Traceback" not in r.output
+    r = run("add-language", "lb", "--text", tmp_path / "none.txt", "--model", base, "--out", tmp_path / "x")
+    assert r.exit_code == 1 and "no such text file" in r.output
+
+
+def test_add_language_command(tmp_path):
+    from tiny_models import make_tiny_xmod_colbert
+
+    base = make_tiny_xmod_colbert(tmp_path / "xm", languages=("en_XX", "de_DE"))
+    text = tmp_path / "lb.txt"
+    text.write_text("D'Stad Lëtzebuerg ass d'Haaptstad vum Land.\n" * 8, encoding="utf-8")
+    r = run("add-language", "lb", "--text", text, "--model", base, "--out", tmp_path / "xm2",
+            "--steps", 2, "--batch-size", 4)
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "xm2" / "config.json").read_text())
+    assert cfg["languages"] == ["en_XX", "de_DE", "lb"]
