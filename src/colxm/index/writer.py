@@ -188,7 +188,8 @@ def make_encode(encoder, languages, batch_size: int):
         if all(lang is None for lang in langs):
             arg = languages
         else:
-            arg = [lang if lang is not None else languages for lang in langs]
+            default = languages if isinstance(languages, str) else "auto"
+            arg = [lang if lang is not None else default for lang in langs]
         return encoder.encode_documents(texts, languages=arg, batch_size=batch_size, show_progress=False)
 
     return encode
@@ -452,6 +453,7 @@ def install_build(tmp: Path, path: Path, overwrite: bool) -> None:
     lock = WriterLock(path)
     lock.acquire()  # never swap an index out from under its writer
     try:
+        _continue_generations(tmp, path)
         if exchange_dirs(tmp, path):
             shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old index
             return
@@ -462,6 +464,22 @@ def install_build(tmp: Path, path: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         lock.release()
+
+
+def _continue_generations(tmp: Path, path: Path) -> None:
+    """Number the new build's commit after the old index's last one, so that readers of the old
+    index see a newer generation and refresh()."""
+    from colxm.index.manifest import read_manifest
+    from colxm.errors import IndexFormatError
+
+    try:
+        old_gen = read_manifest(path).generation
+    except IndexFormatError:
+        return
+    m = read_manifest(tmp)
+    if m.generation <= old_gen:
+        m.generation = old_gen + 1
+        write_manifest(tmp, m)
 
 
 def clean_stale_builds(path: Path) -> None:
