@@ -176,14 +176,26 @@ def fit_figures(d: dict | None) -> dict:
 
 
 def train_codec_on(sample: np.ndarray, nbits: int, num_centroids: int, seed: int):
-    """Train the codec (B's k-means + quantile buckets) and the drift threshold on a sample."""
+    """Train the codec (B's k-means + quantile buckets) on all but a held-out 5% of the sample
+    (at most 16k vectors; none for tiny samples). The held-out vectors give the drift baseline:
+    the trained range (99th percentile of |residual|) and the fit figures of vectors the codec
+    has not seen, which is what later additions are compared with."""
     from colxm.index.codec import train_codec
 
-    codec = train_codec(sample, nbits=nbits, num_centroids=num_centroids, seed=seed)
-    sub = sample[: 16384]
-    codes, _ = codec.compress(sub)
-    threshold = float(np.quantile(np.abs(sub - codec.centroids[codes]), 0.99))
-    return codec, threshold
+    rng = np.random.default_rng(seed)
+    n_held = min(len(sample) // 20, 16384) if len(sample) >= 400 else 0
+    if n_held:
+        pick = np.zeros(len(sample), dtype=bool)
+        pick[rng.choice(len(sample), n_held, replace=False)] = True
+        held, train = sample[pick], sample[~pick]
+    else:
+        held, train = sample[:16384], sample
+    codec = train_codec(train, nbits=nbits, num_centroids=min(num_centroids, len(train)), seed=seed)
+    codes, residuals = codec.compress(held)
+    threshold = float(np.quantile(np.abs(held - codec.centroids[codes]), 0.99))
+    baseline = FitStats(threshold, seed)
+    baseline.update(codec, held, codes, residuals)
+    return codec, threshold, baseline
 
 
 def centroids_for(num_vectors: int) -> int:
@@ -192,10 +204,15 @@ def centroids_for(num_vectors: int) -> int:
     return int(num_centroids_for(max(int(num_vectors), 1)))
 
 
+_COMPRESS_ROWS = 4096  # bounds the [rows, K] score matrix of centroid assignment
+
+
 def compress_chunk(codec, chunk: Chunk, stats: FitStats | None):
     """(codes, residuals, doclens) of a chunk; updates the fit statistics."""
     vectors = np.concatenate(chunk.vecs).astype(np.float32, copy=False)
-    codes, residuals = codec.compress(vectors)
+    parts = [codec.compress(vectors[a:a + _COMPRESS_ROWS]) for a in range(0, len(vectors), _COMPRESS_ROWS)]
+    codes = np.concatenate([c for c, _ in parts])
+    residuals = np.concatenate([r for _, r in parts])
     if stats is not None:
         stats.update(codec, vectors, codes, residuals)
     doclens = np.fromiter((len(v) for v in chunk.vecs), dtype=np.int32, count=len(chunk.vecs))

@@ -208,17 +208,38 @@ def make_split(encoder, config: IndexConfig):
 def train_from_head(chunks: Iterator[Chunk], config: IndexConfig, total_docs: int | None,
                     total_vectors: int | None = None):
     """Buffer the first chunks until the k-means sample is full, train the codec on those
-    vectors (first-N), and return it with the full chunk stream (buffer first)."""
-    buf, tokens, docs = [], 0, 0
+    vectors (first-N sampling), and return it with the full chunk stream (buffer first).
+    The buffered vectors are copied once into the sample array and the chunks then view it, so
+    the peak is one sample plus one chunk."""
+    cap = config.kmeans_sample_vectors
+    buf, seen, filled, docs, full = [], 0, 0, 0, False
+    sample: np.ndarray | None = None
     for ch in chunks:
+        if sample is None:
+            sample = np.empty((cap, ch.vecs[0].shape[1]), dtype=np.float32)
+        views = []
+        for v in ch.vecs:
+            seen += len(v)
+            if not full and filled + len(v) <= cap:
+                sample[filled:filled + len(v)] = v
+                views.append(sample[filled:filled + len(v)])
+                filled += len(v)
+            elif filled == 0:  # a first document longer than the whole sample
+                sample[:] = v[:cap]
+                filled, full = cap, True
+                views.append(v)
+            else:
+                full = True  # whole documents only; later vectors stay in their chunks
+                views.append(v)
+        ch.vecs = views
         buf.append(ch)
-        tokens += ch.num_tokens
         docs += sum(1 for _, pno in ch.rows if pno == 0)
-        if tokens >= config.kmeans_sample_vectors:
+        if full or filled >= cap:
             break
-    if tokens == 0:
+    if sample is None or filled == 0:
         raise InputError("no document has text to index (all empty?)")
-    sample = np.concatenate([v for ch in buf for v in ch.vecs])[: config.kmeans_sample_vectors]
+    sample = sample[:filled]
+    tokens = seen
     if config.num_centroids:
         k = config.num_centroids
     else:
@@ -227,8 +248,8 @@ def train_from_head(chunks: Iterator[Chunk], config: IndexConfig, total_docs: in
             est = int(tokens / docs * total_docs)  # estimate from the head's tokens per document
         k = centroids_for(est)
     k = max(1, min(k, len(sample)))
-    codec, threshold = train_codec_on(np.ascontiguousarray(sample, dtype=np.float32), config.nbits, k, config.seed)
-    return codec, threshold, itertools.chain(buf, chunks)
+    codec, threshold, baseline = train_codec_on(sample, config.nbits, k, config.seed)
+    return codec, threshold, baseline, itertools.chain(buf, chunks)
 
 
 def build_into(root: Path, items, encoder, config: IndexConfig, languages, total_docs) -> WriteSummary:
@@ -237,16 +258,15 @@ def build_into(root: Path, items, encoder, config: IndexConfig, languages, total
     encode = make_encode(encoder, languages, config.encode_batch_size) if encoder is not None else None
     dim = int(encoder.dim) if encoder is not None else None
     chunks = iter_chunks(items, encode, make_split(encoder, config), config.chunk_documents, dim, summary)
-    codec, threshold, chunks = train_from_head(chunks, config, total_docs)
+    codec, threshold, baseline, chunks = train_from_head(chunks, config, total_docs)
     m = Manifest(generation=0, dim=int(codec.dim), nbits=config.nbits,
                  num_centroids=int(codec.centroids.shape[0]), codec_files={}, segments=[],
                  config=config, model=model_reference(encoder), encoder_config=encoder_config(encoder))
     work = Work(root, manifest=m, codec=codec)
     work.set_codec(codec, threshold)
     work.manifest.generation = 0  # set_codec named the folder g000001; this commit is generation 1
-    stats = FitStats(threshold, config.seed)
-    work.write_segment(chunks, stats, summary, replace=None)
-    work.manifest.drift["build"] = stats.to_dict()
+    work.write_segment(chunks, None, summary, replace=None)
+    work.manifest.drift["build"] = baseline.to_dict()
     summary.generation = work.commit()
     return summary
 
@@ -342,13 +362,12 @@ def retrain_all(work: Work, summary: WriteSummary, encode, show_progress) -> Non
             yield Chunk(recs, [np.asarray(v, dtype=np.float32) for v in vecs])
 
     total = sum(s.num_tokens for s in m.segments)
-    codec, threshold, stream = train_from_head(chunks(), m.config, None, total_vectors=total)
+    codec, threshold, baseline, stream = train_from_head(chunks(), m.config, None, total_vectors=total)
     m.segments = []
     work.id_rows, work.dead = {}, {}
     work.set_codec(codec, threshold)
-    stats = FitStats(threshold, m.config.seed)
-    work.write_segment(stream, stats, summary, replace=None)
-    m.drift["build"] = stats.to_dict()
+    work.write_segment(stream, None, summary, replace=None)
+    m.drift["build"] = baseline.to_dict()
 
 
 def _meta(s):
