@@ -151,3 +151,47 @@ def make_tiny_xmod_colbert(folder, languages=("en_XX", "de_DE", "fr_XX", "it_IT"
     _randomize(model, seed)
     meta = _metadata(dim, query_maxlen, doc_maxlen, attend_to_mask_tokens, marker_scheme)
     return _write(Path(folder), model, dim, tok, meta, seed)
+
+
+# ---- compact XMOD fixtures ---------------------------------------------------------------------
+# A tiny XMOD model still has a [250002, hidden] word-embedding matrix (16 MB at hidden=16). The
+# golden fixture keeps only the rows its texts use (all other rows are zero in the model that
+# colbert-ai encoded with), so that the committed files stay small.
+COMPACT_WEIGHTS = "weights_compact.safetensors"
+_EMB = "roberta.embeddings.word_embeddings.weight"
+
+
+def compact_xmod(model_dir, out_dir, used_ids) -> Path:
+    """Write config.json, artifact.metadata and the weights minus unused embedding rows."""
+    from safetensors.torch import load_file
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(model_dir / "model.safetensors"))
+    ids = torch.tensor(sorted(set(int(i) for i in used_ids)), dtype=torch.long)
+    emb = state.pop(_EMB)
+    state["word_embeddings.ids"] = ids
+    state["word_embeddings.rows"] = emb[ids].contiguous()
+    state["word_embeddings.shape"] = torch.tensor(list(emb.shape), dtype=torch.long)
+    save_file(state, str(out_dir / COMPACT_WEIGHTS), metadata={"format": "pt"})
+    for name in ("config.json", "artifact.metadata"):
+        (out_dir / name).write_bytes((model_dir / name).read_bytes())
+    return out_dir
+
+
+def materialize_xmod(compact_dir, out_dir) -> Path:
+    """The full HF_ColBERT folder from a compact fixture (zero rows for unused ids) + XLM-R tokenizer."""
+    from safetensors.torch import load_file
+
+    compact_dir, out_dir = Path(compact_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(compact_dir / COMPACT_WEIGHTS))
+    ids, rows = state.pop("word_embeddings.ids"), state.pop("word_embeddings.rows")
+    emb = torch.zeros(tuple(state.pop("word_embeddings.shape").tolist()), dtype=rows.dtype)
+    emb[ids] = rows
+    state[_EMB] = emb
+    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    for name in ("config.json", "artifact.metadata"):
+        (out_dir / name).write_bytes((compact_dir / name).read_bytes())
+    xlmr_tokenizer().save_pretrained(str(out_dir))
+    return out_dir

@@ -68,6 +68,8 @@ class ColBERTConfig:
         """
         if not isinstance(meta, dict):
             raise CheckpointError(f"{METADATA_FILE} must hold a JSON object, got {type(meta).__name__}")
+        if isinstance(meta.get("config"), dict):  # older colbert-ai wrote {"config": {...}, ...}
+            meta = {**meta["config"], **{k: v for k, v in meta.items() if k != "config"}}
         names = {f.name for f in dataclasses.fields(cls)} - {"extra", "marker_scheme"}
         kwargs: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -118,7 +120,8 @@ def infer_marker_scheme(meta: dict[str, Any]) -> str:
     is assumed to be current-scheme (it was not written by an old colbert-ai).
     """
     info = meta.get("meta") if isinstance(meta.get("meta"), dict) else {}
-    date = _iso_date(info.get("git_commit_datetime")) or _iso_date(info.get("current_datetime"))
+    # current_datetime is when the checkpoint was written (git_* describe the training script's repo).
+    date = _iso_date(info.get("current_datetime")) or _iso_date(info.get("git_commit_datetime"))
     if date is None:
         return "current"
     return "legacy" if date < MARKER_SCHEME_CHANGE_DATE else "current"

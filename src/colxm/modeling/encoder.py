@@ -137,13 +137,13 @@ class Encoder:
         return torch.tensor(self.router.resolve(spec, texts), dtype=torch.long)
 
     def query_tokens(self, texts: Sequence[str], languages=None) -> list[list[str]]:
-        ids = self.tokenize_queries(list(texts))["input_ids"]
+        ids = self.tokenize_queries(texts)["input_ids"]
         return [self._tok.tokens(row.tolist()) for row in ids]
 
     def document_tokens(self, texts: Sequence[str], languages=None) -> list[list[str]]:
         """Token strings aligned 1:1 with the rows ``encode_documents`` returns."""
         out = []
-        for ids in self._tok.document_ids(_check_texts(list(texts))):
+        for ids in self._tok.document_ids(_check_texts(texts)):
             out.append([t for i, t in zip(ids, self._tok.tokens(ids)) if not self._tok.skip_table[i]])
         return out
 
@@ -185,8 +185,8 @@ class Encoder:
             if total is not None and len(languages) != total:
                 raise LanguageError(f"got {len(languages)} languages for {total} texts; give one per text")
             lang_iter = iter(languages)
+        it = _iter_texts(texts)
         bar = _bar(show_progress, "documents", total)
-        it = iter(texts)
         offset = 0
         try:
             while True:
@@ -240,15 +240,19 @@ class Encoder:
             torch.set_num_threads(before)
 
 
-def _check_texts(texts, offset: int = 0) -> list[str]:
+def _iter_texts(texts) -> Iterator:
     if isinstance(texts, str):
         raise InputError("expected a list of texts, got a single string; wrap it in a list")
     if texts is None:
         raise InputError("expected a list of texts, got None")
     try:
-        texts = list(texts)
+        return iter(texts)
     except TypeError as exc:
         raise InputError(f"expected a list of texts, got {type(texts).__name__}") from exc
+
+
+def _check_texts(texts, offset: int = 0) -> list[str]:
+    texts = list(_iter_texts(texts))
     for i, t in enumerate(texts):
         n = i + offset
         if not isinstance(t, str):
