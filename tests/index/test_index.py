@@ -229,3 +229,23 @@ def test_bad_input_and_bad_folders(built, tmp_path):
     (built.path / "manifest.json").write_text("{not json")
     with pytest.raises(IndexFormatError, match="corrupted"):
         Index.open(built.path)
+
+
+def test_from_compressed_copies_codes_without_reencoding(built, tmp_path):
+    """The import path (import-colbert): an index from a codec and compressed arrays."""
+    snap = built._snap
+    seg = snap.segments[0]
+    docs = [{"id": f"p{i}", "text": t, "src": "import"} for i, t in enumerate(h.text for d in built.ids() for h in built.get(d))]
+    idx = Index.from_compressed(tmp_path / "imp", snap.codec, np.asarray(seg.codes).astype(np.int32),
+                                np.asarray(seg.residuals), np.asarray(seg.doclens), docs)
+    assert len(idx) == 60 and idx.verify() == [] and idx.get("p7")[0].text == "d7 v0"
+    a = built.search_embeddings([vectors("d7 v0")], k=5, params=exhaustive())[0]
+    b = idx.search_embeddings([vectors("d7 v0")], k=5, params=exhaustive())[0]
+    assert [(h.text, h.score) for h in a] == [(h.text, h.score) for h in b]
+    idx.add([doc("later")], embeddings=[vectors("later v0")])  # imported indexes take updates
+    assert top1(idx, "later v0") == "later"
+    with pytest.raises(InputError, match="fewer documents"):
+        Index.from_compressed(tmp_path / "bad", snap.codec, np.asarray(seg.codes), np.asarray(seg.residuals),
+                              np.asarray(seg.doclens), docs[:10])
+    assert not (tmp_path / "bad").exists()
+    idx.close()

@@ -107,6 +107,44 @@ class Index:
         log.info("built %s: %s", path, summary)
         return index
 
+    @classmethod
+    def from_compressed(
+        cls,
+        path: str | os.PathLike,
+        codec,
+        codes: np.ndarray,
+        residuals: np.ndarray,
+        doclens: np.ndarray,
+        documents: Iterable[Any],
+        encoder=None,
+        model_path: str | None = None,
+        config: IndexConfig | None = None,
+        overwrite: bool = False,
+    ) -> "Index":
+        """Write an index from already-compressed vectors (``import-colbert``): ``codec`` (a
+        ResidualCodec), per-token ``codes``/``residuals``, per-row ``doclens`` and one document
+        (dict or (id, text) pair) per row, in the same order. Nothing is re-encoded; the model
+        that made the vectors is recorded from ``encoder`` or ``model_path`` when given."""
+        path = Path(path).absolute()
+        W.check_build_target(path, overwrite)
+        tmp = path.parent / f".{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        summary = WriteSummary()
+        t0 = time.perf_counter()
+        model = W.model_reference(encoder) if encoder is not None else (
+            {"name_or_path": str(model_path), "loader": ENCODER_LOADER} if model_path else None)
+        try:
+            tmp.mkdir(parents=True)
+            W.import_into(tmp, codec, codes, residuals, doclens, iter_records(documents),
+                          config or IndexConfig(nbits=int(codec.nbits)), model, summary)
+            W.install_build(tmp, path, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        summary.seconds = time.perf_counter() - t0
+        index = cls.open(path, encoder=encoder)
+        index.last_summary = summary
+        return index
+
     # ------------------------------------------------------------------ reading
     @property
     def generation(self) -> int:

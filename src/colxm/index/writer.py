@@ -9,6 +9,7 @@ holds the lock) deletes: a crash at any instant leaves the last commit intact.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 import os
@@ -269,6 +270,63 @@ def build_into(root: Path, items, encoder, config: IndexConfig, languages, total
     work.manifest.drift["build"] = baseline.to_dict()
     summary.generation = work.commit()
     return summary
+
+
+def import_into(root: Path, codec, codes, residuals, doclens, records, config: IndexConfig,
+                model: dict | None, summary: WriteSummary) -> None:
+    """Write generation 1 of an index from vectors that are already compressed with ``codec``
+    (e.g. a colbert-ai index): codes are copied as they are, nothing is re-encoded."""
+    doclens = np.asarray(doclens, dtype=np.int64)
+    offsets = np.zeros(len(doclens) + 1, dtype=np.int64)
+    np.cumsum(doclens, out=offsets[1:])
+    if offsets[-1] != len(codes) or len(codes) != len(residuals):
+        raise InputError(f"doclens sum to {int(offsets[-1])}, but there are {len(codes)} codes and "
+                         f"{len(residuals)} residual rows")
+    m = Manifest(generation=0, dim=int(codec.dim), nbits=int(codec.nbits),
+                 num_centroids=int(codec.centroids.shape[0]), codec_files={}, segments=[],
+                 config=dataclasses.replace(config, nbits=int(codec.nbits)), model=model)
+    work = Work(root, manifest=m, codec=codec)
+    m = work.manifest  # Work keeps its own copy
+    work.set_codec(codec, float("inf"))
+    m.drift = {}  # no raw vectors: no drift baseline (reindex only when forced)
+    recs = iter(records)
+
+    def chunks():
+        for a in range(0, len(doclens), _MERGE_ROWS):
+            b = min(len(doclens), a + _MERGE_ROWS)
+            rows = []
+            for _ in range(a, b):
+                try:
+                    rows.append((next(recs), 0))
+                except StopIteration:
+                    raise InputError(f"fewer documents than the {len(doclens)} compressed rows") from None
+            summary.documents += len(rows)
+            t0, t1 = int(offsets[a]), int(offsets[b])
+            yield np.asarray(codes[t0:t1]), np.asarray(residuals[t0:t1]), doclens[a:b], rows
+
+    seg_id = work._next_segment_id()
+    (root / "tmp").mkdir(exist_ok=True)
+    writer = SegmentWriter(root / "tmp" / seg_id, m.dim, m.nbits, m.num_centroids)
+    seen: set[str] = set()
+    try:
+        for c, r, d, rows in chunks():
+            for rec, _ in rows:
+                if rec.id in seen:
+                    raise InputError(f"document id {rec.id!r} occurs twice in the imported index")
+                seen.add(rec.id)
+            writer.append(c, r, d, rows=rows)
+        if next(recs, None) is not None:
+            raise InputError(f"more documents than the {len(doclens)} compressed rows")
+        counts = writer.finish()
+        (root / "segments").mkdir(exist_ok=True)
+        os.rename(root / "tmp" / seg_id, root / "segments" / seg_id)
+        fsync_dir(root / "segments")
+    except BaseException:
+        writer.abort()
+        raise
+    m.segments.append(segment_record(root, seg_id, 1, counts))
+    summary.indexed = summary.passages = counts["num_rows"]
+    summary.generation = work.commit()
 
 
 def add_items(work: Work, items: list, encoder, languages, summary: WriteSummary, replace: bool) -> None:
