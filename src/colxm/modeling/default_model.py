@@ -123,7 +123,8 @@ def read_e5_container(path: str | Path) -> E5Container:
     blob_len = take("<Q")
     pos += 4 * (n_pieces + 1) + 4 * n_pieces + blob_len  # piece offsets, scores, piece bytes
     take("<i")
-    pos += take("<I")  # normalisation map
+    norm_len = take("<I")  # separate statement: `pos += take(...)` would read pos before take moves it
+    pos += norm_len  # normalisation map
     tensors = {}
     for _ in range(take("<i")):
         name_len = take("<H")
