@@ -249,3 +249,17 @@ def test_from_compressed_copies_codes_without_reencoding(built, tmp_path):
                               np.asarray(seg.doclens), docs[:10])
     assert not (tmp_path / "bad").exists()
     idx.close()
+
+
+def test_many_small_commits_are_merged_automatically(tmp_path):
+    ds, vs = docs_and_vectors([f"d{i}" for i in range(20)])
+    idx = Index.build(tmp_path / "i", ds, embeddings=vs, config=IndexConfig(max_segments=4))
+    counts = []
+    for i in range(8):
+        idx.add(*docs_and_vectors([f"a{i}"]))
+        if i % 3 == 0:
+            idx.delete([f"d{i}"])
+        counts.append(idx.stats()["segments"])
+    assert max(counts) <= 4 and len(idx) == 20 + 8 - 3
+    assert idx.verify() == [] and top1(idx, "a5 v0") == "a5" and top1(idx, "d7 v0") == "d7"
+    idx.close()

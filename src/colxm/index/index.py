@@ -178,8 +178,8 @@ class Index:
             return False
         if gen == self._snap.generation:
             return False
-        old, self._snap = self._snap, open_snapshot(self.path)
-        old.close()
+        # the old snapshot closes when the last search using it lets go of it
+        self._snap = open_snapshot(self.path)
         return True
 
     def ids(self) -> list[str]:
@@ -309,7 +309,7 @@ class Index:
     def optimize(self) -> WriteSummary:
         """Merge all segments into one, dropping deleted rows (one commit)."""
         with self._op() as (work, summary):
-            W.merge_all(work, summary)
+            W.merge_segments(work, summary)
         return summary
 
     def reindex(self, force: bool = False, show_progress=None) -> ReindexReport:
@@ -392,9 +392,16 @@ class Index:
                 work.discard()
             return
         work.commit()
-        old, self._snap = self._snap, open_snapshot(self.path)
-        old.close()
+        # the old snapshot is not closed: a search in another thread may still be using it
+        self._snap = open_snapshot(self.path)
         W.collect_garbage(self.path, self._snap.manifest)
+        only = W.merge_candidates(self._snap.manifest)
+        if only:
+            work = W.Work(self.path, self._snap)
+            W.merge_segments(work, WriteSummary(), only)
+            work.commit()
+            self._snap = open_snapshot(self.path)
+            W.collect_garbage(self.path, self._snap.manifest)
 
     def _rollback(self) -> None:
         work, self._work = self._work, None

@@ -33,6 +33,8 @@ class IndexConfig:
     passage_max_tokens: int | None = None  # split long documents into passages when set
     passage_overlap: int = 0
     seed: int = 0
+    # after a commit that leaves more segments than this, the smallest are merged (own commit)
+    max_segments: int = 32
     # reindex() retrains the codec when the vectors added since training are at least this share
     # of the index and their codec fit is measurably worse than at build time:
     reindex_min_added_share: float = 0.1

@@ -345,10 +345,12 @@ def add_items(work: Work, items: list, encoder, languages, summary: WriteSummary
         m.drift["added"] = stats.merge_into(m.drift.get("added"))
 
 
-def _live_chunks(work: Work, decode) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list]]:
-    """(codes, residuals, doclens, raw store rows) of the live rows of every segment."""
+def _live_chunks(work: Work, only: set[str] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list]]:
+    """(codes, residuals, doclens, raw store rows) of the live rows of the committed segments
+    (those in ``only`` when given)."""
+    current = {r.id for r in work.manifest.segments}
     for seg in work.snap.segments:
-        if seg.record.id not in {r.id for r in work.manifest.segments}:
+        if seg.record.id not in current or (only is not None and seg.record.id not in only):
             continue
         n = len(seg.doclens)
         for a in range(0, n, _MERGE_ROWS):
@@ -368,23 +370,26 @@ def _require_clean(work: Work, what: str) -> None:
         raise InputError(f"{what} cannot run inside a batch with pending changes; run it on its own")
 
 
-def merge_all(work: Work, summary: WriteSummary) -> None:
-    """Merge every segment into one without the deleted rows (codes are copied, not recomputed)."""
+def merge_segments(work: Work, summary: WriteSummary, only: set[str] | None = None) -> None:
+    """Merge the committed segments (all, or those in ``only``) into one new segment without
+    their deleted rows; codes and residuals are copied, not recomputed."""
     _require_clean(work, "optimize")
     m = work.manifest
-    if len(m.segments) <= 1 and not any(s.num_deleted for s in m.segments):
+    chosen = [s for s in m.segments if only is None or s.id in only]
+    if len(chosen) <= 1 and not any(s.num_deleted for s in chosen):
         return
+    ids = {s.id for s in chosen}
     seg_id = work._next_segment_id()
     (work.root / "tmp").mkdir(exist_ok=True)
     tmpdir = work.root / "tmp" / seg_id
     writer = SegmentWriter(tmpdir, m.dim, m.nbits, m.num_centroids)
-    id_rows: dict[str, tuple[str, list[int]]] = {}
+    moved: dict[str, list[int]] = {}
     try:
-        for codes, residuals, doclens, rows in _live_chunks(work, None):
+        for codes, residuals, doclens, rows in _live_chunks(work, ids):
             base = writer.num_rows
             writer.append(codes, residuals, doclens, raw_rows=rows)
             for i, r in enumerate(rows):
-                id_rows.setdefault(r[0], (seg_id, []))[1].append(base + i)
+                moved.setdefault(r[0], []).append(base + i)
         counts = writer.finish() if writer.num_rows else None
         if counts is None:
             writer.abort()
@@ -397,11 +402,26 @@ def merge_all(work: Work, summary: WriteSummary) -> None:
     except BaseException:
         writer.abort()
         raise
-    summary.deleted = sum(s.num_deleted for s in m.segments)
-    m.segments = [segment_record(work.root, seg_id, m.generation + 1, counts)] if counts else []
-    work.id_rows, work.dead = id_rows, {}
-    summary.indexed, summary.passages = len(id_rows), counts["num_rows"] if counts else 0
+    summary.deleted = sum(s.num_deleted for s in chosen)
+    m.segments = [s for s in m.segments if s.id not in ids]
+    if counts:
+        m.segments.append(segment_record(work.root, seg_id, m.generation + 1, counts))
+    for doc_id, rows in moved.items():
+        work.id_rows[doc_id] = (seg_id, rows)
+    for sid in ids:
+        work.dead.pop(sid, None)
+    summary.indexed, summary.passages = len(moved), (counts["num_rows"] if counts else 0)
     work.changed = True
+
+
+def merge_candidates(m: Manifest) -> set[str] | None:
+    """Segments to merge after a commit when there are more than ``config.max_segments``: the
+    smallest ones, so that each merge costs about as much as the segments it saves."""
+    limit = m.config.max_segments
+    if not limit or len(m.segments) <= limit:
+        return None
+    by_size = sorted(m.segments, key=lambda s: s.num_rows - s.num_deleted)
+    return {s.id for s in by_size[: len(m.segments) - limit // 2 + 1]}
 
 
 def retrain_all(work: Work, summary: WriteSummary, encode, show_progress) -> None:
@@ -410,7 +430,7 @@ def retrain_all(work: Work, summary: WriteSummary, encode, show_progress) -> Non
     m, old = work.manifest, work.codec
 
     def chunks() -> Iterator[Chunk]:
-        for codes, residuals, doclens, rows in _live_chunks(work, None):
+        for codes, residuals, doclens, rows in _live_chunks(work):
             recs = [(Record(d, t, lang, _meta(meta)), p) for d, p, t, lang, meta in rows]
             if encode is not None:
                 vecs = encode([r.text for r, _ in recs], [r.language for r, _ in recs])
