@@ -1,0 +1,78 @@
+"""Small shippable deltas: only the tensors a run trained (e.g. the top layers and the projection),
+in fp16, plus the ColBERT settings; ``apply_delta`` rebuilds the full HF_ColBERT folder from the
+base model offline.
+
+Layout of a delta folder: ``delta.safetensors`` (tensor names as in an HF_ColBERT checkpoint:
+``bert.encoder.layer.11...``, ``linear.weight``) and ``delta.json`` (``colbert_config``: the
+artifact.metadata to write; ``base``: how to obtain the base model; free-form ``training`` notes).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from colxm.errors import CheckpointError
+
+DELTA_WEIGHTS = "delta.safetensors"
+DELTA_META = "delta.json"
+
+
+def _hf_name(model, name: str) -> str:
+    if name.startswith("backbone."):
+        return model.backbone.base_model_prefix + name[len("backbone"):]
+    return name
+
+
+def export_delta(encoder, names: Iterable[str], out: str | Path, *, base: dict | None = None,
+                 training: dict | None = None, dtype: torch.dtype = torch.float16) -> Path:
+    """Write the named parameters of ``encoder.model`` (names as in ``encoder.model.named_parameters()``)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(encoder.model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise CheckpointError(f"the model has no parameter {missing[0]!r}")
+    tensors = {_hf_name(encoder.model, n): params[n].detach().to("cpu", dtype).contiguous() for n in names}
+    save_file(tensors, str(out / DELTA_WEIGHTS), metadata={"format": "pt"})
+    meta = {"colbert_config": encoder.config.to_metadata(), "base": base or {}, "training": training or {},
+            "dtype": str(dtype).replace("torch.", ""), "num_tensors": len(tensors),
+            "num_params": int(sum(t.numel() for t in tensors.values()))}
+    (out / DELTA_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def apply_delta(base: str | Path, delta: str | Path, out: str | Path) -> Path:
+    """Load the base model, overwrite the delta's tensors, write an HF_ColBERT folder to ``out``."""
+    from safetensors.torch import load_file
+
+    from colxm.modeling.config import ColBERTConfig
+    from colxm.modeling.encoder import Encoder
+
+    delta = Path(delta)
+    try:
+        meta = json.loads((delta / DELTA_META).read_text(encoding="utf-8"))
+        tensors = load_file(str(delta / DELTA_WEIGHTS))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{delta}: not a readable colxm delta ({e})") from e
+    config = ColBERTConfig.from_metadata(meta["colbert_config"])
+    enc = Encoder.from_pretrained(base, dim=config.dim)
+    model = enc.model
+    prefix = model.backbone.base_model_prefix + "."
+    with torch.no_grad():
+        for name, t in tensors.items():
+            local = "backbone." + name[len(prefix):] if name.startswith(prefix) else name
+            try:
+                p = model.get_parameter(local)
+            except AttributeError:
+                raise CheckpointError(f"{delta}: tensor {name} does not exist in the base model {base}") from None
+            if p.shape != t.shape:
+                raise CheckpointError(f"{delta}: tensor {name} has shape {tuple(t.shape)}, the base model "
+                                      f"{tuple(p.shape)}: the delta belongs to another base model")
+            p.copy_(t.to(p.dtype))
+    enc.config = config
+    return enc.save_pretrained(out)

@@ -1,0 +1,55 @@
+"""Deltas: export the trained tensors in fp16, rebuild the full model from the base folder."""
+import json
+
+import pytest
+import torch
+
+from colxm.errors import CheckpointError
+
+pytest.importorskip("colxm.modeling.encoder")
+
+
+def test_export_and_apply_delta_rebuilds_the_trained_model(tmp_path):
+    from tiny_models import make_tiny_bert_colbert
+
+    from colxm.modeling.encoder import Encoder
+    from colxm.train.delta import apply_delta, export_delta
+    from colxm.train.trainer import apply_freezing
+
+    base = make_tiny_bert_colbert(tmp_path / "base")
+    enc = Encoder.from_pretrained(base, doc_maxlen=24)
+    trainable, _ = apply_freezing(enc.model, trainable_layers=1)
+    with torch.no_grad():
+        for n, p in enc.model.named_parameters():
+            if n in trainable:
+                p.add_(0.01 * torch.randn_like(p))
+    d = export_delta(enc, trainable, tmp_path / "delta", base={"model": "tiny"}, training={"command": "x"})
+    meta = json.loads((d / "delta.json").read_text())
+    assert meta["colbert_config"]["doc_maxlen"] == 24 and meta["dtype"] == "float16"
+    assert meta["num_params"] == sum(p.numel() for n, p in enc.model.named_parameters() if n in trainable)
+    rebuilt = Encoder.from_pretrained(apply_delta(base, d, tmp_path / "rebuilt"))
+    assert rebuilt.config.doc_maxlen == 24
+    original = Encoder.from_pretrained(base)
+    for (n, a), (_, b), (_, o) in zip(rebuilt.model.named_parameters(), enc.model.named_parameters(),
+                                      original.model.named_parameters()):
+        if n in trainable:
+            assert torch.equal(a, b.half().float()), n
+        else:
+            assert torch.equal(a, o), n
+    texts = ["the capital of france is paris"]
+    diff = abs(rebuilt.encode_documents(texts)[0] - enc.encode_documents(texts)[0]).max()
+    assert diff < 2e-3
+
+
+def test_delta_for_another_model_is_refused(tmp_path):
+    from tiny_models import make_tiny_bert_colbert
+
+    from colxm.modeling.encoder import Encoder
+    from colxm.train.delta import apply_delta, export_delta
+
+    small = Encoder.from_pretrained(make_tiny_bert_colbert(tmp_path / "a", hidden=32))
+    d = export_delta(small, ["linear.weight", "backbone.encoder.layer.1.output.dense.weight"], tmp_path / "d")
+    with pytest.raises(CheckpointError, match="belongs to another base model"):
+        apply_delta(make_tiny_bert_colbert(tmp_path / "b", hidden=16, dim=16), d, tmp_path / "out")
+    with pytest.raises(CheckpointError, match="not a readable colxm delta"):
+        apply_delta(tmp_path / "a", tmp_path / "nothing", tmp_path / "out2")
