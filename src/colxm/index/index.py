@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from colxm.errors import IndexFormatError, InputError
+from colxm.index import build as B
+from colxm.index import merge as M
 from colxm.index import writer as W
 from colxm.index.lock import WriterLock
 from colxm.index.manifest import IndexConfig, read_manifest
@@ -89,15 +91,15 @@ class Index:
         config = config if config is not None else IndexConfig(nbits=nbits)
         if encoder is None and embeddings is None:
             raise InputError("Index.build needs an encoder (or precomputed embeddings)")
-        W.check_build_target(path, overwrite)
-        W.clean_stale_builds(path)
+        B.check_build_target(path, overwrite)
+        B.clean_stale_builds(path)
         tmp = path.parent / f".{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         t0 = time.perf_counter()
         try:
             tmp.mkdir(parents=True)
             items = _items(documents, embeddings, languages, show_progress, "indexing")
-            summary = W.build_into(tmp, items, encoder, config, languages, _len(documents))
-            W.install_build(tmp, path, overwrite)
+            summary = B.build_into(tmp, items, encoder, config, languages, _len(documents))
+            B.install_build(tmp, path, overwrite)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -126,17 +128,17 @@ class Index:
         (dict or (id, text) pair) per row, in the same order. Nothing is re-encoded; the model
         that made the vectors is recorded from ``encoder`` or ``model_path`` when given."""
         path = Path(path).absolute()
-        W.check_build_target(path, overwrite)
+        B.check_build_target(path, overwrite)
         tmp = path.parent / f".{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         summary = WriteSummary()
         t0 = time.perf_counter()
-        model = W.model_reference(encoder) if encoder is not None else (
+        model = B.model_reference(encoder) if encoder is not None else (
             {"name_or_path": str(model_path), "loader": ENCODER_LOADER} if model_path else None)
         try:
             tmp.mkdir(parents=True)
-            W.import_into(tmp, codec, codes, residuals, doclens, iter_records(documents),
+            B.import_into(tmp, codec, codes, residuals, doclens, iter_records(documents),
                           config or IndexConfig(nbits=int(codec.nbits)), model, summary)
-            W.install_build(tmp, path, overwrite)
+            B.install_build(tmp, path, overwrite)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -243,31 +245,8 @@ class Index:
         _check_k(k)
         if where is not None and not isinstance(where, dict):
             raise InputError("where must be a dict of field -> value (or list of values)")
-        snap = self._snap  # one snapshot for the whole call: results reflect a single commit
-        Q = [np.asarray(q, dtype=np.float32) for q in Q]
-        for q in Q:
-            if q.ndim != 2 or q.shape[1] != snap.manifest.dim:
-                raise InputError(f"query embeddings must be [Lq, {snap.manifest.dim}], got {q.shape}")
-        total = snap.live_rows
-        if total == 0:
-            return [[] for _ in Q]
-        allowed = None
-        if where:
-            allowed = [seg.store.filter_mask(where) & seg.live for seg in snap.segments]
-        kp = min(k * 4 if snap.multi_passage else k, total)
-        out: list[list[Hit] | None] = [None] * len(Q)
-        todo = list(range(len(Q)))
-        while todo:
-            res = snap.searcher.search([Q[i] for i in todo], k=kp, params=params, allowed=allowed)
-            again = []
-            for qi, hits in zip(todo, res):
-                docs = _aggregate(snap, hits)
-                if len(docs) >= k or len(hits) < kp or kp >= total:
-                    out[qi] = docs[:k]
-                else:
-                    again.append(qi)
-            todo, kp = again, min(kp * 2, total)
-        return out  # type: ignore[return-value]
+        # one snapshot for the whole call: the results reflect a single commit
+        return self._snap.search([np.asarray(q, dtype=np.float32) for q in Q], k, where, params)
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
@@ -309,7 +288,7 @@ class Index:
     def optimize(self) -> WriteSummary:
         """Merge all segments into one, dropping deleted rows (one commit)."""
         with self._op() as (work, summary):
-            W.merge_segments(work, summary)
+            M.merge_segments(work, summary)
         return summary
 
     def reindex(self, force: bool = False, show_progress=None) -> ReindexReport:
@@ -317,7 +296,7 @@ class Index:
         (or ``force``). Re-encodes the stored texts with the encoder when the index records one,
         else recompresses the decompressed vectors."""
         m = self._snap.manifest
-        reason = W.reindex_reason(m)
+        reason = M.reindex_reason(m)
         if not force and reason is None:
             return ReindexReport(False, "codec still fits the index (see drift)", self.stats()["drift"], m.generation)
         encode = None
@@ -325,7 +304,7 @@ class Index:
             enc = self.encoder
             encode = W.make_encode(enc, None, m.config.encode_batch_size)
         with self._op() as (work, summary):
-            W.retrain_all(work, summary, encode, show_progress)
+            M.retrain_all(work, summary, encode, show_progress)
         return ReindexReport(True, reason or "forced", self.stats()["drift"], self.generation)
 
     def verify(self) -> list[str]:
@@ -395,11 +374,16 @@ class Index:
         # the old snapshot is not closed: a search in another thread may still be using it
         self._snap = open_snapshot(self.path)
         W.collect_garbage(self.path, self._snap.manifest)
-        only = W.merge_candidates(self._snap.manifest)
+        only = M.merge_candidates(self._snap.manifest)
         if only:
             work = W.Work(self.path, self._snap)
-            W.merge_segments(work, WriteSummary(), only)
-            work.commit()
+            try:
+                M.merge_segments(work, WriteSummary(), only)
+                work.commit()
+            except Exception as e:  # noqa: BLE001 - the user's commit is done; merging can wait
+                work.discard()
+                log.warning("automatic segment merge failed (%s); run optimize() later", e)
+                return
             self._snap = open_snapshot(self.path)
             W.collect_garbage(self.path, self._snap.manifest)
 
@@ -450,17 +434,3 @@ def _check_k(k) -> None:
 def _check_encoder(encoder, dim: int) -> None:
     if getattr(encoder, "dim", dim) != dim:
         raise InputError(f"the encoder produces {encoder.dim}-d vectors but the index holds {dim}-d ones")
-
-
-def _aggregate(snap: Snapshot, hits) -> list[Hit]:
-    """Passage hits (segment, row, score), best first -> documents by best passage."""
-    by_seg: dict[int, list[int]] = {}
-    for si, row, _ in hits:
-        by_seg.setdefault(int(si), []).append(int(row))
-    rows = {si: snap.segments[si].store.fetch(r) for si, r in by_seg.items()}
-    out: dict[str, Hit] = {}
-    for si, row, score in hits:
-        doc_id, passage, text, lang, meta = rows[int(si)][int(row)]
-        if doc_id not in out:
-            out[doc_id] = Hit(doc_id, float(score), text, lang, meta, passage)
-    return list(out.values())

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from colxm.errors import IndexFormatError
+from colxm.errors import IndexFormatError, InputError
 from colxm.index.manifest import Manifest, read_manifest
 from colxm.index.segment import OpenSegment, open_segment
+from colxm.store import Hit
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,47 @@ class Snapshot:
     @property
     def live_rows(self) -> int:
         return int(sum(int(s.live.sum()) for s in self.segments))
+
+
+    def search(self, Q: list[np.ndarray], k: int, where: dict | None, params) -> list[list["Hit"]]:
+        """Documents ranked by their best passage. Over-fetches passages (4x k when documents
+        have several) and doubles until k distinct documents are found or nothing is left."""
+        for q in Q:
+            if q.ndim != 2 or q.shape[1] != self.manifest.dim:
+                raise InputError(f"query embeddings must be [Lq, {self.manifest.dim}], got {q.shape}")
+        total = self.live_rows
+        if total == 0:
+            return [[] for _ in Q]
+        allowed = None
+        if where:
+            allowed = [seg.store.filter_mask(where) & seg.live for seg in self.segments]
+        kp = min(k * 4 if self.multi_passage else k, total)
+        out: list[list[Hit] | None] = [None] * len(Q)
+        todo = list(range(len(Q)))
+        while todo:
+            res = self.searcher.search([Q[i] for i in todo], k=kp, params=params, allowed=allowed)
+            again = []
+            for qi, hits in zip(todo, res):
+                docs = self._aggregate(hits)
+                if len(docs) >= k or len(hits) < kp or kp >= total:
+                    out[qi] = docs[:k]
+                else:
+                    again.append(qi)
+            todo, kp = again, min(kp * 2, total)
+        return out  # type: ignore[return-value]
+
+    def _aggregate(self, hits) -> list[Hit]:
+        """Passage hits (segment, row, score), best first -> documents by best passage."""
+        by_seg: dict[int, list[int]] = {}
+        for si, row, _ in hits:
+            by_seg.setdefault(int(si), []).append(int(row))
+        rows = {si: self.segments[si].store.fetch(r) for si, r in by_seg.items()}
+        out: dict[str, Hit] = {}
+        for si, row, score in hits:
+            doc_id, passage, text, lang, meta = rows[int(si)][int(row)]
+            if doc_id not in out:
+                out[doc_id] = Hit(doc_id, float(score), text, lang, meta, passage)
+        return list(out.values())
 
 
 def open_snapshot(root: Path) -> Snapshot:

@@ -1,0 +1,143 @@
+"""Maintenance commits: merging segments (optimize, automatic merges) and retraining the codec
+(reindex) when the drift figures say the codec no longer fits what was added."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import numpy as np
+
+from colxm.errors import InputError
+from colxm.index.atomic import fsync_dir
+from colxm.index.manifest import Manifest
+from colxm.index.pipeline import Chunk, WriteSummary, fit_figures
+from colxm.index.segment import SegmentWriter, live_token_mask, segment_record
+from colxm.index.writer import Work, train_from_head
+from colxm.store import Record
+
+_MERGE_ROWS = 8192
+
+
+def _live_chunks(work: Work, only: set[str] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list]]:
+    """(codes, residuals, doclens, raw store rows) of the live rows of the committed segments
+    (those in ``only`` when given)."""
+    current = {r.id for r in work.manifest.segments}
+    for seg in work.snap.segments:
+        if seg.record.id not in current or (only is not None and seg.record.id not in only):
+            continue
+        n = len(seg.doclens)
+        for a in range(0, n, _MERGE_ROWS):
+            b = min(n, a + _MERGE_ROWS)
+            live = seg.live[a:b]
+            if not live.any():
+                continue
+            t0, t1 = int(seg.doc_offsets[a]), int(seg.doc_offsets[b])
+            tok = live_token_mask(seg, a, b)
+            rows = [r[1:] for r, ok in zip(seg.store.raw_rows(a, b), live) if ok]
+            yield (np.asarray(seg.codes[t0:t1])[tok], np.asarray(seg.residuals[t0:t1])[tok],
+                   np.asarray(seg.doclens[a:b])[live], rows)
+
+
+def _require_clean(work: Work, what: str) -> None:
+    if work.changed:
+        raise InputError(f"{what} cannot run inside a batch with pending changes; run it on its own")
+
+
+def merge_segments(work: Work, summary: WriteSummary, only: set[str] | None = None) -> None:
+    """Merge the committed segments (all, or those in ``only``) into one new segment without
+    their deleted rows; codes and residuals are copied, not recomputed."""
+    _require_clean(work, "optimize")
+    m = work.manifest
+    chosen = [s for s in m.segments if only is None or s.id in only]
+    if len(chosen) <= 1 and not any(s.num_deleted for s in chosen):
+        return
+    ids = {s.id for s in chosen}
+    seg_id = work._next_segment_id()
+    (work.root / "tmp").mkdir(exist_ok=True)
+    tmpdir = work.root / "tmp" / seg_id
+    writer = SegmentWriter(tmpdir, m.dim, m.nbits, m.num_centroids)
+    moved: dict[str, list[int]] = {}
+    try:
+        for codes, residuals, doclens, rows in _live_chunks(work, ids):
+            base = writer.num_rows
+            writer.append(codes, residuals, doclens, raw_rows=rows)
+            for i, r in enumerate(rows):
+                moved.setdefault(r[0], []).append(base + i)
+        counts = writer.finish() if writer.num_rows else None
+        if counts is None:
+            writer.abort()
+        else:
+            final = work.root / "segments" / seg_id
+            final.parent.mkdir(exist_ok=True)
+            os.rename(tmpdir, final)
+            fsync_dir(final.parent)
+            work.new_dirs.append(final)
+    except BaseException:
+        writer.abort()
+        raise
+    summary.deleted = sum(s.num_deleted for s in chosen)
+    m.segments = [s for s in m.segments if s.id not in ids]
+    if counts:
+        m.segments.append(segment_record(work.root, seg_id, m.generation + 1, counts))
+    for doc_id, rows in moved.items():
+        work.id_rows[doc_id] = (seg_id, rows)
+    for sid in ids:
+        work.dead.pop(sid, None)
+    summary.indexed, summary.passages = len(moved), (counts["num_rows"] if counts else 0)
+    work.changed = True
+
+
+def merge_candidates(m: Manifest) -> set[str] | None:
+    """Segments to merge after a commit when there are more than ``config.max_segments``: the
+    smallest ones, so that each merge costs about as much as the segments it saves."""
+    limit = m.config.max_segments
+    if not limit or len(m.segments) <= limit:
+        return None
+    by_size = sorted(m.segments, key=lambda s: s.num_rows - s.num_deleted)
+    return {s.id for s in by_size[: len(m.segments) - limit // 2 + 1]}
+
+
+def retrain_all(work: Work, summary: WriteSummary, encode, show_progress) -> None:
+    """Retrain the codec on the live vectors (re-encoded text, or decompressed) and recompress."""
+    _require_clean(work, "reindex")
+    m, old = work.manifest, work.codec
+
+    def chunks() -> Iterator[Chunk]:
+        for codes, residuals, doclens, rows in _live_chunks(work):
+            recs = [(Record(d, t, lang, _meta(meta)), p) for d, p, t, lang, meta in rows]
+            if encode is not None:
+                vecs = encode([r.text for r, _ in recs], [r.language for r, _ in recs])
+            else:
+                flat = old.decompress(codes, residuals)
+                vecs = np.split(flat, np.cumsum(doclens)[:-1])
+            yield Chunk(recs, [np.asarray(v, dtype=np.float32) for v in vecs])
+
+    total = sum(s.num_tokens for s in m.segments)
+    codec, threshold, baseline, stream = train_from_head(chunks(), m.config, None, total_vectors=total)
+    m.segments = []
+    work.id_rows, work.dead = {}, {}
+    work.set_codec(codec, threshold)
+    work.write_segment(stream, None, summary, replace=None)
+    m.drift["build"] = baseline.to_dict()
+
+
+def _meta(s):
+    return json.loads(s) if s else {}
+
+
+def reindex_reason(m: Manifest) -> str | None:
+    """Why the codec should be retrained now, or None when it still fits."""
+    c = m.config
+    build, added = fit_figures(m.drift.get("build")), fit_figures(m.drift.get("added"))
+    total = sum(s.num_tokens for s in m.segments) or 1
+    share = added["vectors"] / total
+    if share < c.reindex_min_added_share or added["outside_share"] is None or not build["mean_error"]:
+        return None
+    out_ratio = added["outside_share"] / max(build["outside_share"] or 1e-9, 1e-9)
+    err_ratio = added["mean_error"] / build["mean_error"]
+    if out_ratio >= c.reindex_outside_ratio or err_ratio >= c.reindex_error_ratio:
+        return (f"{share:.0%} of the vectors were added after training; their residuals fall "
+                f"outside the trained range {out_ratio:.1f}x as often and reconstruct with "
+                f"{err_ratio:.2f}x the error")
+    return None
