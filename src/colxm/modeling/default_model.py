@@ -180,8 +180,9 @@ def orthonormal_projection(dim: int, hidden: int, seed: int = 0) -> np.ndarray:
     return q.T.astype(np.float32)
 
 
-def shipped_projection(folder: Path = SHIPPED_DIR) -> tuple[dict, dict] | None:
+def shipped_projection(folder: Path | None = None) -> tuple[dict, dict] | None:
     """(tensors, settings) of a trained projection shipped with the package, or None."""
+    folder = SHIPPED_DIR if folder is None else folder
     weights = folder / "weights.safetensors"
     if not weights.is_file():
         return None
@@ -193,8 +194,9 @@ def shipped_projection(folder: Path = SHIPPED_DIR) -> tuple[dict, dict] | None:
     return load_file(str(weights)), settings
 
 
-def model_name(spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path = SHIPPED_DIR) -> str:
+def model_name(spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path | None = None) -> str:
     """The cache folder name: changes whenever the projection (hence the model) changes."""
+    shipped_folder = SHIPPED_DIR if shipped_folder is None else shipped_folder
     weights = shipped_folder / "weights.safetensors"
     if weights.is_file():
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
@@ -203,8 +205,9 @@ def model_name(spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path
 
 
 def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str | Path,
-                       spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path = SHIPPED_DIR) -> Path:
+                       spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path | None = None) -> Path:
     """Write the HF_ColBERT folder for the e5 container + tokenizer (+ shipped projection)."""
+    shipped_folder = SHIPPED_DIR if shipped_folder is None else shipped_folder
     import torch
     from transformers import BertModel, XLMRobertaTokenizerFast
 
