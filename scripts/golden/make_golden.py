@@ -25,6 +25,7 @@ ColBERT-XM's code does, with XmodModel.set_default_language) x attend_to_mask_to
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -85,6 +86,11 @@ def load_legacy_tokenizers(wheel: Path, cache: Path):
 def load_checkpoint(path: Path, attend: bool, scheme: str, legacy):
     from colbert.infra import ColBERTConfig
     from colbert.modeling.checkpoint import Checkpoint
+    from colbert.modeling.colbert import ColBERT
+
+    # The segmented_maxsim C++ extension serves scoring only; skip its run-time build (encoding
+    # does not touch it).
+    ColBERT.loaded_extensions = True
 
     ckpt = Checkpoint(str(path), colbert_config=ColBERTConfig(attend_to_mask_tokens=attend), verbose=0)
     if scheme == "legacy":
@@ -133,7 +139,6 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
 
-    import colbert
     import transformers
 
     out: Path = args.out
@@ -154,7 +159,7 @@ def main() -> None:
 
     manifest = {
         "texts": TEXTS,
-        "versions": {"colbert-ai": getattr(colbert, "__version__", "0.2.22"),
+        "versions": {"colbert-ai": importlib.metadata.version("colbert-ai"),
                      "legacy_tokenizers_from": args.legacy_wheel.name,
                      "transformers": transformers.__version__, "torch": torch.__version__},
         "bsize": BSIZE, "cases": {}, "roundtrip": {},

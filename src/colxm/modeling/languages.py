@@ -34,6 +34,7 @@ class LanguageRouter:
         if not self.adapters:
             raise LanguageError("this model lists no language adapters")
         self._index = {a: i for i, a in enumerate(self.adapters)}
+        self._lower = {a.lower(): i for i, a in enumerate(self.adapters)}
         self._iso: dict[str, int] = {}
         for i, code in enumerate(self.adapters):  # first adapter wins: "zh" -> zh_CN, not zh_TW
             self._iso.setdefault(code.split("_")[0].lower(), i)
@@ -54,12 +55,9 @@ class LanguageRouter:
         if raw in self._index:
             return self._index[raw]
         key = _ALIASES.get(raw.lower(), raw)
-        if key in self._index:
-            return self._index[key]
         norm = key.replace("-", "_")
-        for cand in (norm, norm.split("_")[0].lower() + norm[len(norm.split("_")[0]):]):
-            if cand in self._index:
-                return self._index[cand]
+        if norm.lower() in self._lower:  # "zh_tw", "DE_de"
+            return self._lower[norm.lower()]
         iso = norm.split("_")[0].lower()
         if iso in self._iso:
             return self._iso[iso]
