@@ -144,3 +144,18 @@ def test_qrels_beir_trec(tmp_path):
         load_qrels(write(tmp_path / "bad.tsv", "q1\td1\t1\nq1\td2\tx\n"))
     with pytest.raises(InputError, match=r"line 1: expected"):
         load_qrels(write(tmp_path / "bad2.tsv", "q1 d1\n"))
+
+
+def test_shipped_sample_collection():
+    from colxm.collections import sample_collection_path
+
+    root = sample_collection_path()
+    docs = list(load_collection(root / "corpus.jsonl"))
+    assert len(docs) >= 30 and len({d["id"] for d in docs}) == len(docs)
+    assert len({d["language"] for d in docs}) >= 6
+    assert all(d["text"].strip() and d["title"] for d in docs)
+    queries = load_queries(root / "queries.jsonl")
+    qrels = load_qrels(root / "qrels.tsv")
+    assert set(queries) == set(qrels)
+    ids = {d["id"] for d in docs}
+    assert all(d in ids for rel in qrels.values() for d in rel)

@@ -323,3 +323,9 @@ def load_qrels(path: str | Path, encoding: str = "utf-8") -> dict[str, dict[str,
     if not qrels:
         raise InputError(f"{path}: no relevance judgements in this file")
     return qrels
+
+
+def sample_collection_path() -> Path:
+    """The folder of the small multilingual sample collection shipped with colxm
+    (``corpus.jsonl``, ``queries.jsonl``, ``qrels.tsv``)."""
+    return Path(__file__).resolve().parent / "data" / "sample"
