@@ -23,3 +23,16 @@ def test_ivf_rejects_bad_input():
         build_ivf(np.array([0, 1], np.int32), np.array([3], np.int32), 2)
     with pytest.raises(InputError):
         build_ivf(np.array([0, 5], np.int32), np.array([2], np.int32), 2)
+
+
+def test_doc_codes_are_the_transposed_ivf():
+    from colxm.index.ivf import build_doc_codes
+
+    rng = np.random.default_rng(1)
+    doclens = rng.integers(1, 12, 100).astype(np.int32)
+    codes = rng.integers(0, 20, doclens.sum()).astype(np.int32)
+    off, dc = build_doc_codes(codes, doclens, 20)
+    assert dc.dtype == np.uint16 and off.shape == (101,)
+    starts = np.r_[0, np.cumsum(doclens)]
+    for d in range(100):
+        np.testing.assert_array_equal(dc[off[d]:off[d + 1]], np.unique(codes[starts[d]:starts[d + 1]]))

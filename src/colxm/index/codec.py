@@ -89,6 +89,16 @@ class ResidualCodec:
             self._lut = np.ascontiguousarray(self.bucket_weights[byte_bucket_table(self.nbits)])
         return self._lut
 
+    def decompress_residuals(self, residuals: np.ndarray) -> np.ndarray:
+        """Reconstructed residuals float32 [n, dim] (no centroid, not normalised)."""
+        n = residuals.shape[0]
+        lut = self.weight_lut
+        if lut.shape[1] in (2, 4):
+            # one lookup per byte that copies all of its 2 or 4 weights at once (8 or 16 bytes)
+            unit = np.complex64 if lut.shape[1] == 2 else np.complex128
+            return np.take(lut.view(unit).reshape(256), residuals).view(np.float32).reshape(n, self.dim)
+        return lut[residuals].reshape(n, self.dim)
+
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -166,8 +176,8 @@ class ResidualCodec:
         n = codes.shape[0]
         if residuals.shape != (n, self.packed_dim):
             raise InputError(f"residuals have shape {residuals.shape}, expected ({n}, {self.packed_dim})")
-        v = self.weight_lut[residuals].reshape(n, self.dim)
-        v += self.centroids[codes]
+        v = self.decompress_residuals(residuals)
+        v += np.take(self.centroids, codes, axis=0)
         norms = np.sqrt(np.einsum("ij,ij->i", v, v))
         v /= np.maximum(norms, 1e-12)[:, None]
         if out is not None:

@@ -1,8 +1,8 @@
 """PLAID candidate generation: centroid probing, centroid pruning and approximate MaxSim.
 
 Approximate score of a document = sum over query tokens of the best centroid score among the
-document's token codes (each token stands in for its centroid); codes whose best score over the
-query is below the threshold are ignored (PLAID's centroid pruning).
+document's token codes (each token stands in for its centroid); centroids whose best score over the
+query is below the threshold score -1e4 instead (PLAID's centroid pruning, as colbert-ai does it).
 """
 from __future__ import annotations
 
@@ -25,35 +25,29 @@ def probe_cells(scores: np.ndarray, ncells: int) -> np.ndarray:
 
 def candidate_docs(seg: SegmentData, cells: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """Sorted local docs listed under any of ``cells`` and allowed by ``mask`` (bool [N] or None)."""
-    starts = seg.ivf_offsets[cells]
-    ends = seg.ivf_offsets[cells + 1]
+    starts = seg.ivf_offsets[cells].tolist()
+    ends = seg.ivf_offsets[cells + 1].tolist()
     hit = np.zeros(seg.num_docs, dtype=bool)
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        hit[seg.ivf_docs[a:b]] = True
+    ivf = seg.ivf_docs
+    for a, b in zip(starts, ends):
+        hit[ivf[a:b]] = True
     if mask is not None:
         hit &= mask
     return np.flatnonzero(hit)
 
 
-def approx_scores(seg: SegmentData, docs: np.ndarray, scores_t: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
-    """Approximate MaxSim of ``docs`` from centroid scores ``scores_t`` [K, Lq] (transposed so that a
-    code's scores are one contiguous row). ``keep``: bool [K] of unpruned centroids, None = all."""
-    idx, seg_starts = token_ranges(seg.doc_offsets, docs)
-    codes = np.asarray(seg.codes[idx], dtype=np.int64)
-    if keep is not None:
-        k = keep[codes]
-        codes = codes[k]
-        counts = np.add.reduceat(k.astype(np.int32), seg_starts[:-1]) if len(docs) else np.zeros(0, np.int32)
-        nonempty = counts > 0
-        seg_starts = np.zeros(int(nonempty.sum()) + 1, dtype=np.int64)
-        np.cumsum(counts[nonempty], out=seg_starts[1:])
+def pruned(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Centroid scores [Lq, K] with the columns of pruned centroids set to -1e4."""
+    return np.where(scores.max(0) >= threshold, scores, NEG)
+
+
+def approx_scores(seg: SegmentData, docs: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Approximate MaxSim of ``docs`` (all non-empty) from centroid scores [Lq, K]."""
+    if seg.doc_codes is not None:  # each doc's unique codes: same maximum, fewer entries
+        idx, seg_starts = token_ranges(seg.doc_code_offsets, docs)
+        codes = seg.doc_codes[idx]
     else:
-        nonempty = None
-    out = np.full(len(docs), NEG * scores_t.shape[1], dtype=np.float32)
-    if codes.size == 0:
-        return out
-    per_doc = segment_max(scores_t[codes], seg_starts).sum(1)
-    if nonempty is None:
-        return per_doc
-    out[nonempty] = per_doc
-    return out
+        idx, seg_starts = token_ranges(seg.doc_offsets, docs)
+        codes = seg.codes[idx]
+    sims = np.take(scores, codes, axis=1)  # [Lq, ntok]: a row gather per query token
+    return segment_max(sims, seg_starts).sum(0)

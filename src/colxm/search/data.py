@@ -7,7 +7,7 @@ import numpy as np
 
 from colxm.errors import IndexFormatError, InputError
 from colxm.index.codec import ResidualCodec
-from colxm.index.ivf import build_ivf
+from colxm.index.ivf import build_doc_codes, build_ivf
 
 
 @dataclass
@@ -26,6 +26,8 @@ class SegmentData:
     ivf_offsets: np.ndarray  # int64 [K+1]
     ivf_docs: np.ndarray  # int [nnz]
     live: np.ndarray | None = None  # bool [N]
+    doc_code_offsets: np.ndarray | None = None  # int64 [N+1]   optional: each doc's unique codes
+    doc_codes: np.ndarray | None = None  # int [nnz]            (ivf.build_doc_codes); faster search
 
     @property
     def num_docs(self) -> int:
@@ -49,6 +51,9 @@ class SegmentData:
             problems.append(f"ivf_offsets length {self.ivf_offsets.shape[0]} != {codec.num_centroids + 1}")
         elif int(self.ivf_offsets[-1]) != self.ivf_docs.shape[0]:
             problems.append(f"ivf_offsets end at {int(self.ivf_offsets[-1])}, ivf_docs has {self.ivf_docs.shape[0]}")
+        if self.doc_codes is not None and (self.doc_code_offsets is None or self.doc_code_offsets.shape != (n + 1,)
+                                           or int(self.doc_code_offsets[-1]) != self.doc_codes.shape[0]):
+            problems.append("doc_code_offsets do not match doc_codes")
         if self.live is not None and self.live.shape != (n,):
             problems.append(f"live mask length {self.live.shape[0]} != {n}")
         if problems:
@@ -63,8 +68,10 @@ class SegmentData:
         offsets = np.zeros(doclens.shape[0] + 1, dtype=np.int64)
         np.cumsum(doclens, out=offsets[1:])
         ivf_offsets, ivf_docs = build_ivf(codes, doclens, num_centroids)
+        dc_offsets, dc = build_doc_codes(codes, doclens, num_centroids)
         return cls(codes=codes, residuals=residuals, doclens=doclens, doc_offsets=offsets,
-                   ivf_offsets=ivf_offsets, ivf_docs=ivf_docs, live=live)
+                   ivf_offsets=ivf_offsets, ivf_docs=ivf_docs, live=live, doc_code_offsets=dc_offsets,
+                   doc_codes=dc)
 
     @classmethod
     def from_vectors(cls, codec: ResidualCodec, docs: list[np.ndarray]) -> "SegmentData":

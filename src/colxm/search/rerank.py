@@ -2,22 +2,37 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from colxm.index.codec import ResidualCodec
 from colxm.search.data import SegmentData, token_ranges
 
 
 def segment_max(x: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
-    """Row-wise max of ``x`` [ntok, m] over consecutive non-empty segments -> [nseg, m]."""
-    return np.maximum.reduceat(x, seg_starts[:-1], axis=0)
+    """Max of ``x`` [m, ntok] over consecutive non-empty column segments -> [m, nseg].
+    (reduceat along the contiguous last axis is several times faster than along rows.)"""
+    return np.maximum.reduceat(x, seg_starts[:-1], axis=1)
+
+
+def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Cosine similarities [rows of Q, ntok] between query rows and decompressed tokens.
+
+    The decompressed vectors are normalised by scaling the (4x smaller) similarity matrix instead
+    of the vectors themselves.
+    """
+    D = codec.decompress_residuals(residuals)
+    D += np.take(codec.centroids, codes, axis=0)
+    inv = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", D, D)), 1e-12)
+    sims = (torch.from_numpy(Q) @ torch.from_numpy(D).T).numpy()
+    sims *= inv.astype(np.float32)[None, :]
+    return sims
 
 
 def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.ndarray,
                 q_bounds: np.ndarray) -> np.ndarray:
     """Exact scores of ``docs`` (local indexes, all non-empty) for the stacked query tokens
-    ``Q`` [sum Lq, dim]; query j owns rows q_bounds[j]:q_bounds[j+1]. Returns float32 [len(docs), nq]."""
+    ``Q`` [sum Lq, dim]; query j owns rows q_bounds[j]:q_bounds[j+1]. Returns float32 [nq, len(docs)]."""
     idx, seg_starts = token_ranges(seg.doc_offsets, docs)
-    D = codec.decompress(seg.codes[idx], seg.residuals[idx])
-    sims = D @ Q.T  # [ntok, sum Lq]
-    per_doc = segment_max(sims, seg_starts)  # [ndocs, sum Lq]
-    return np.add.reduceat(per_doc, q_bounds[:-1], axis=1) if len(q_bounds) > 2 else per_doc.sum(1, keepdims=True)
+    sims = token_sims(codec, seg.codes[idx], seg.residuals[idx], Q)
+    per_doc = segment_max(sims, seg_starts)  # [sum Lq, ndocs]
+    return np.add.reduceat(per_doc, q_bounds[:-1], axis=0)

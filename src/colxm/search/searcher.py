@@ -9,7 +9,9 @@ import numpy as np
 
 from colxm.errors import InputError
 from colxm.index.codec import ResidualCodec
-from colxm.search.candidates import approx_scores, candidate_docs, probe_cells
+import torch
+
+from colxm.search.candidates import approx_scores, candidate_docs, probe_cells, pruned
 from colxm.search.data import SegmentData
 from colxm.search.rerank import maxsim_docs
 
@@ -100,11 +102,10 @@ class Searcher:
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
     def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
-        scores = Q @ self._centroids_t  # [Lq, K]
+        scores = (torch.from_numpy(Q) @ torch.from_numpy(self._centroids_t)).numpy()  # [Lq, K]
         cells = probe_cells(scores, params.ncells)
-        scores_t = np.ascontiguousarray(scores.T)
-        keep = scores_t.max(1) >= params.centroid_score_threshold
-        nrerank = params.nrerank or max(k, params.ndocs // 4)
+        scores_pruned = None
+        nrerank = max(k, params.nrerank or params.ndocs // 4)
         qb = np.array([0, Q.shape[0]], dtype=np.int64)
         hits: list[Hit] = []
         for s, seg in enumerate(self.segments):
@@ -112,13 +113,14 @@ class Searcher:
             if docs.size == 0:
                 continue
             if docs.size > params.ndocs:
-                approx = approx_scores(seg, docs, scores_t, keep)
-                docs = docs[np.argpartition(-approx, params.ndocs - 1)[:params.ndocs]]
+                if scores_pruned is None:
+                    scores_pruned = pruned(scores, params.centroid_score_threshold)
+                approx = approx_scores(seg, docs, scores_pruned)
+                docs = np.sort(docs[np.argpartition(-approx, params.ndocs - 1)[:params.ndocs]])
             if docs.size > nrerank:
-                approx = approx_scores(seg, docs, scores_t, None)
-                docs = docs[np.argpartition(-approx, nrerank - 1)[:nrerank]]
-            docs = np.sort(docs)
-            exact = maxsim_docs(self.codec, seg, docs, Q, qb)[:, 0]
+                approx = approx_scores(seg, docs, scores)
+                docs = np.sort(docs[np.argpartition(-approx, nrerank - 1)[:nrerank]])
+            exact = maxsim_docs(self.codec, seg, docs, Q, qb)[0]
             top = np.argsort(-exact, kind="stable")[:k]
             hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
         return heapq.nlargest(k, hits, key=lambda h: h[2])
@@ -136,17 +138,17 @@ class Searcher:
             docs = np.flatnonzero(ok)
             if docs.size == 0:
                 continue
-            scores = np.empty((docs.size, len(Qs)), dtype=np.float32)
+            scores = np.empty((len(Qs), docs.size), dtype=np.float32)
             # blocks of whole documents with about _EXHAUSTIVE_TOKENS tokens each
             cum = np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])
             cuts = np.searchsorted(cum, np.arange(_EXHAUSTIVE_TOKENS, int(cum[-1]), _EXHAUSTIVE_TOKENS), "right")
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
                 if b > a:
-                    scores[a:b] = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
+                    scores[:, a:b] = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
             kk = min(k, docs.size)
             for j in range(len(Qs)):
-                top = np.argpartition(-scores[:, j], kk - 1)[:kk]
-                per_query[j].extend((s, int(docs[i]), float(scores[i, j])) for i in top)
+                top = np.argpartition(-scores[j], kk - 1)[:kk]
+                per_query[j].extend((s, int(docs[i]), float(scores[j, i])) for i in top)
         return [sorted(h, key=lambda x: -x[2])[:k] for h in per_query]
 
 
