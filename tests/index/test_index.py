@@ -263,3 +263,22 @@ def test_many_small_commits_are_merged_automatically(tmp_path):
     assert max(counts) <= 4 and len(idx) == 20 + 8 - 3
     assert idx.verify() == [] and top1(idx, "a5 v0") == "a5" and top1(idx, "d7 v0") == "d7"
     idx.close()
+
+
+def test_segments_roll_over_at_segment_max_tokens(tmp_path):
+    """Bounded memory: a build, an add and a merge each close a segment every N tokens."""
+    ids = [f"d{i}" for i in range(50)]
+    ds, vs = docs_and_vectors(ids)
+    cfg = IndexConfig(chunk_documents=5, segment_max_tokens=60, max_segments=0)
+    idx = Index.build(tmp_path / "i", ds + [doc("d3", 1)], embeddings=vs + [vectors("d3 v1")], config=cfg)
+    st = idx.stats()
+    assert st["segments"] >= 4 and idx.last_summary.duplicates == 1 and contents(idx)["d3"] == "d3 v1"
+    assert idx.verify() == [] and sorted(idx.ids()) == sorted(ids)
+    idx.add(*docs_and_vectors([f"n{i}" for i in range(12)]))
+    idx.delete(["d0", "n5"])
+    before = contents(idx)
+    idx.optimize()
+    assert idx.stats()["deleted_rows"] == 0 and contents(idx) == before and idx.verify() == []
+    assert all(s.num_tokens < 60 + 5 * 8 for s in idx._snap.manifest.segments)
+    assert top1(idx, "n7 v0") == "n7" and top1(idx, "d3 v1") == "d3"
+    idx.close()

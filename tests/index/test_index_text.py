@@ -100,3 +100,15 @@ def test_text_updates_replace_every_passage(encoder, tmp_path):
     hits = idx.search("music music", k=20, params=SearchParams(exhaustive=True))[0]
     assert "new" not in {h.id for h in hits}
     idx.close()
+
+
+def test_passages_of_a_document_stay_in_one_segment(encoder, tmp_path):
+    cfg = IndexConfig(passage_max_tokens=10, segment_max_tokens=50, chunk_documents=3, max_segments=0)
+    idx = Index.build(tmp_path / "idx", corpus(16), encoder=encoder, config=cfg)
+    assert idx.stats()["segments"] > 2 and idx.verify() == []
+    for doc_id in idx.ids():
+        assert [p.passage for p in idx.get(doc_id)] == list(range(len(idx.get(doc_id))))
+    idx.delete(["doc-1"])
+    idx.optimize()
+    assert idx.verify() == [] and len(idx.get("doc-4")) > 1
+    idx.close()

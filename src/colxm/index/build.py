@@ -16,8 +16,7 @@ from colxm.index.atomic import exchange_dirs, fsync_dir, fsync_tree
 from colxm.index.lock import WriterLock
 from colxm.index.manifest import MANIFEST_NAME, IndexConfig, Manifest, read_manifest, write_manifest
 from colxm.index.pipeline import WriteSummary, iter_chunks
-from colxm.index.segment import SegmentWriter, segment_record
-from colxm.index.writer import Work, make_encode, make_split, train_from_head
+from colxm.index.writer import SegmentsOut, Work, make_encode, make_split, train_from_head
 
 _IMPORT_ROWS = 8192
 
@@ -73,9 +72,7 @@ def import_into(root: Path, codec, codes, residuals, doclens, records, config: I
             t0, t1 = int(offsets[a]), int(offsets[b])
             yield np.asarray(codes[t0:t1]), np.asarray(residuals[t0:t1]), doclens[a:b], rows
 
-    seg_id = work._next_segment_id()
-    (root / "tmp").mkdir(exist_ok=True)
-    writer = SegmentWriter(root / "tmp" / seg_id, m.dim, m.nbits, m.num_centroids)
+    out = SegmentsOut(work)
     seen: set[str] = set()
     try:
         for c, r, d, rows in chunks():
@@ -83,18 +80,14 @@ def import_into(root: Path, codec, codes, residuals, doclens, records, config: I
                 if rec.id in seen:
                     raise InputError(f"document id {rec.id!r} occurs twice in the imported index")
                 seen.add(rec.id)
-            writer.append(c, r, d, rows=rows)
+            out.append(c, r, d, rows=rows)
         if next(recs, None) is not None:
             raise InputError(f"more documents than the {len(doclens)} compressed rows")
-        counts = writer.finish()
-        (root / "segments").mkdir(exist_ok=True)
-        os.rename(root / "tmp" / seg_id, root / "segments" / seg_id)
-        fsync_dir(root / "segments")
+        out.close()
     except BaseException:
-        writer.abort()
+        out.abort()
         raise
-    m.segments.append(segment_record(root, seg_id, 1, counts))
-    summary.indexed = summary.passages = counts["num_rows"]
+    summary.indexed = summary.passages = len(seen)
     summary.generation = work.commit()
 
 

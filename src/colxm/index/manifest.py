@@ -33,6 +33,9 @@ class IndexConfig:
     passage_max_tokens: int | None = None  # split long documents into passages when set
     passage_overlap: int = 0
     seed: int = 0
+    # a segment is closed at this many tokens: finishing one (inverted lists) needs ~40 bytes
+    # per token, so this bounds the memory of building and merging
+    segment_max_tokens: int = 1 << 23
     # after a commit that leaves more segments than this, the smallest are merged (own commit)
     max_segments: int = 32
     # reindex() retrains the codec when the vectors added since training are at least this share

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 
 import numpy as np
 
 from colxm.errors import InputError
-from colxm.index.atomic import fsync_dir
 from colxm.index.manifest import Manifest
 from colxm.index.pipeline import Chunk, WriteSummary, fit_figures
-from colxm.index.segment import SegmentWriter, live_token_mask, segment_record
-from colxm.index.writer import Work, train_from_head
+from colxm.index.segment import live_token_mask
+from colxm.index.writer import SegmentsOut, Work, locate, train_from_head
 from colxm.store import Record
 
 _MERGE_ROWS = 8192
@@ -24,7 +22,7 @@ def _live_chunks(work: Work, only: set[str] | None = None) -> Iterator[tuple[np.
     (those in ``only`` when given)."""
     current = {r.id for r in work.manifest.segments}
     for seg in work.snap.segments:
-        if seg.record.id not in current or (only is not None and seg.record.id not in only):
+        if seg.record.id not in (current if only is None else only):
             continue
         n = len(seg.doclens)
         for a in range(0, n, _MERGE_ROWS):
@@ -53,38 +51,24 @@ def merge_segments(work: Work, summary: WriteSummary, only: set[str] | None = No
     if len(chosen) <= 1 and not any(s.num_deleted for s in chosen):
         return
     ids = {s.id for s in chosen}
-    seg_id = work._next_segment_id()
-    (work.root / "tmp").mkdir(exist_ok=True)
-    tmpdir = work.root / "tmp" / seg_id
-    writer = SegmentWriter(tmpdir, m.dim, m.nbits, m.num_centroids)
-    moved: dict[str, list[int]] = {}
+    m.segments = [s for s in m.segments if s.id not in ids]  # the merged ones are appended
+    out = SegmentsOut(work)
+    moved: dict[str, tuple[str, list[int]]] = {}
     try:
         for codes, residuals, doclens, rows in _live_chunks(work, ids):
-            base = writer.num_rows
-            writer.append(codes, residuals, doclens, raw_rows=rows)
+            placed = out.append(codes, residuals, doclens, raw_rows=rows)
             for i, r in enumerate(rows):
-                moved.setdefault(r[0], []).append(base + i)
-        counts = writer.finish() if writer.num_rows else None
-        if counts is None:
-            writer.abort()
-        else:
-            final = work.root / "segments" / seg_id
-            final.parent.mkdir(exist_ok=True)
-            os.rename(tmpdir, final)
-            fsync_dir(final.parent)
-            work.new_dirs.append(final)
+                seg_id, row = locate(placed, i)
+                moved.setdefault(r[0], (seg_id, []))[1].append(row)
+        out.close()
     except BaseException:
-        writer.abort()
+        out.abort()
         raise
     summary.deleted = sum(s.num_deleted for s in chosen)
-    m.segments = [s for s in m.segments if s.id not in ids]
-    if counts:
-        m.segments.append(segment_record(work.root, seg_id, m.generation + 1, counts))
-    for doc_id, rows in moved.items():
-        work.id_rows[doc_id] = (seg_id, rows)
+    work.id_rows.update(moved)
     for sid in ids:
         work.dead.pop(sid, None)
-    summary.indexed, summary.passages = len(moved), (counts["num_rows"] if counts else 0)
+    summary.indexed, summary.passages = len(moved), sum(len(r) for _, r in moved.values())
     work.changed = True
 
 

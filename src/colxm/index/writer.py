@@ -73,54 +73,41 @@ class Work:
         return seg_id
 
     def write_segment(self, chunks: Iterable[Chunk], stats: FitStats | None, summary: WriteSummary,
-                      replace: bool | None) -> str | None:
-        """Compress chunks into a new segment. Within the stream a repeated id keeps its last
-        copy; an id already in the index is replaced (replace=True) or refused (False)."""
-        m = self.manifest
-        seg_id = self._next_segment_id()
-        (self.root / "tmp").mkdir(exist_ok=True)
-        tmpdir = self.root / "tmp" / seg_id
-        writer = SegmentWriter(tmpdir, m.dim, m.nbits, m.num_centroids)
-        seen: dict[str, list[int]] = {}
-        dead_new: set[int] = set()
+                      replace: bool | None) -> list[str]:
+        """Compress chunks into new segments (a new one every ``segment_max_tokens``). Within
+        the stream a repeated id keeps its last copy; an id already in the index is replaced
+        (replace=True) or refused (False)."""
+        out = SegmentsOut(self)
+        seen: dict[str, tuple[str, list[int]]] = {}
+        written = dead = 0
         try:
             for chunk in chunks:
-                base = writer.num_rows
+                codes, residuals, doclens = compress_chunk(self.codec, chunk, stats)
+                placed = out.append(codes, residuals, doclens, rows=chunk.rows)
                 for i, (rec, pno) in enumerate(chunk.rows):
+                    seg_id, row = locate(placed, i)
                     if pno == 0:
                         if rec.id in seen:
-                            dead_new.update(seen[rec.id])
+                            sid, rows = seen[rec.id]
+                            self._dead(sid).update(rows)
+                            dead += len(rows)
                             summary.note_duplicate(rec.id)
                         elif replace is not None and rec.id in self.id_rows:
                             if not replace:
                                 raise InputError(f"document {rec.id!r} is already in the index; use upsert")
                             self.delete_id(rec.id)
                             summary.replaced += 1
-                        seen[rec.id] = []
-                    seen[rec.id].append(base + i)
-                codes, residuals, doclens = compress_chunk(self.codec, chunk, stats)
-                writer.append(codes, residuals, doclens, rows=chunk.rows)
-            if writer.num_rows == 0:
-                writer.abort()
-                return None
-            counts = writer.finish()
-            final = self.root / "segments" / seg_id
-            final.parent.mkdir(exist_ok=True)
-            os.rename(tmpdir, final)
-            fsync_dir(final.parent)
+                        seen[rec.id] = (seg_id, [])
+                    seen[rec.id][1].append(row)
+                written += len(chunk.rows)
+            made = out.close()
         except BaseException:
-            writer.abort()
+            out.abort()
             raise
-        self.new_dirs.append(final)
-        m.segments.append(segment_record(self.root, seg_id, m.generation + 1, counts))
-        if dead_new:
-            self.dead[seg_id] = dead_new
-        for doc_id, rows in seen.items():
-            self.id_rows[doc_id] = (seg_id, rows)
+        self.id_rows.update(seen)
         summary.indexed += len(seen)
-        summary.passages += counts["num_rows"] - len(dead_new)
-        self.changed = True
-        return seg_id
+        summary.passages += written - dead
+        return made
 
     def set_codec(self, codec, threshold: float) -> None:
         """Write a new codec's arrays (durably) and point the working manifest at them."""
@@ -174,6 +161,89 @@ class Work:
         for d in self.new_dirs:
             shutil.rmtree(d, ignore_errors=True)
         self.new_dirs = []
+
+
+def _passage(rows, raw_rows, j: int) -> int:
+    return rows[j][1] if rows is not None else raw_rows[j][1]
+
+
+def locate(placed: list[tuple[int, str, int]], i: int) -> tuple[str, int]:
+    """(segment id, row there) of row ``i`` of an append, from SegmentsOut.append's answer."""
+    for start, seg_id, base in reversed(placed):
+        if start <= i:
+            return seg_id, base + i - start
+    raise IndexError(i)
+
+
+class SegmentsOut:
+    """Writes appended rows into new segments of at most ``config.segment_max_tokens`` tokens
+    each (so finishing one, inverted lists included, takes bounded memory), moving each
+    finished segment into ``segments/`` and into the working manifest."""
+
+    def __init__(self, work: Work):
+        self.work = work
+        self.limit = work.manifest.config.segment_max_tokens
+        self.writer: SegmentWriter | None = None
+        self.seg_id = ""
+        self.made: list[str] = []
+
+    def _open(self) -> None:
+        m = self.work.manifest
+        self.seg_id = self.work._next_segment_id()
+        (self.work.root / "tmp").mkdir(exist_ok=True)
+        self.writer = SegmentWriter(self.work.root / "tmp" / self.seg_id, m.dim, m.nbits, m.num_centroids)
+
+    def append(self, codes, residuals, doclens, rows=None, raw_rows=None) -> list[tuple[int, str, int]]:
+        """Append rows, splitting them across segments at the token limit. Returns where they
+        went: (index of the first row in this call, segment id, its row number there)."""
+        doclens = np.asarray(doclens)
+        ends = np.cumsum(doclens)
+        placed, i, t = [], 0, 0
+        n = len(doclens)
+        while i < n:
+            if self.writer is None:
+                self._open()
+            room = self.limit - self.writer.num_tokens
+            # rows i..j-1 fit (at least one row, so a huge document still makes progress)
+            j = max(i + 1, int(np.searchsorted(ends, t + room, side="right")))
+            j = min(j, n)
+            while j < n and _passage(rows, raw_rows, j) != 0:
+                j += 1  # never split one document's passages across segments
+            t1 = int(ends[j - 1])
+            placed.append((i, self.seg_id, self.writer.num_rows))
+            self.writer.append(codes[t:t1], residuals[t:t1], doclens[i:j],
+                               rows=None if rows is None else rows[i:j],
+                               raw_rows=None if raw_rows is None else raw_rows[i:j])
+            if self.writer.num_tokens >= self.limit:
+                self._finish()
+            i, t = j, t1
+        return placed
+
+    def _finish(self) -> None:
+        w, self.writer = self.writer, None
+        if w.num_rows == 0:
+            w.abort()
+            return
+        counts = w.finish()
+        final = self.work.root / "segments" / self.seg_id
+        final.parent.mkdir(exist_ok=True)
+        os.rename(w.folder, final)
+        fsync_dir(final.parent)
+        self.work.new_dirs.append(final)
+        m = self.work.manifest
+        m.segments.append(segment_record(self.work.root, self.seg_id, m.generation + 1, counts))
+        self.made.append(self.seg_id)
+        self.work.changed = True
+
+    def close(self) -> list[str]:
+        if self.writer is not None:
+            self._finish()
+        return self.made
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
 
 
 def make_encode(encoder, languages, batch_size: int):
@@ -259,7 +329,7 @@ def add_items(work: Work, items: list, encoder, languages, summary: WriteSummary
     encode = make_encode(encoder, languages, m.config.encode_batch_size) if encoder is not None else None
     chunks = iter_chunks(items, encode, make_split(encoder, m.config), m.config.chunk_documents, m.dim, summary)
     stats = FitStats(m.drift.get("threshold", float("inf")), m.config.seed)
-    if work.write_segment(chunks, stats, summary, replace=replace) is not None:
+    if work.write_segment(chunks, stats, summary, replace=replace):
         m.drift["added"] = stats.merge_into(m.drift.get("added"))
 
 
