@@ -1,0 +1,172 @@
+"""The `colxm` command end to end on tiny models: every command, and bad input giving a one-line
+error, a non-zero exit code, no traceback and nothing half-written."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ for tiny_models
+from tiny_models import make_tiny_xmod_colbert  # noqa: E402
+
+from colxm.cli import app  # noqa: E402
+from colxm.collections import sample_collection_path  # noqa: E402
+
+SAMPLE = sample_collection_path()
+LANGS = ("en_XX", "de_DE", "fr_XX", "es_XX", "it_IT", "pt_XX", "nl_XX", "pl_PL", "ru_RU", "zh_CN", "ar_AR")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return str(make_tiny_xmod_colbert(tmp_path_factory.mktemp("xmod") / "model", languages=LANGS))
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory, model):
+    path = tmp_path_factory.mktemp("idx") / "sample"
+    res = run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(path), "--model", model,
+              "--passage-tokens", "24", "--passage-overlap", "4")
+    assert res.exit_code == 0, res.output
+    assert "49 documents indexed" in res.output
+    return path
+
+
+def run(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def fails(res, pattern):
+    """One line on stderr starting with 'error:', exit code 1, no traceback."""
+    assert res.exit_code == 1, res.output
+    err = res.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
+    assert pattern in err, err
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_search_text_json_where(index):
+    res = run("search", str(index), "Der Rhein mündet in die Nordsee", "-k", "3")
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    assert lines[0].lstrip().startswith("1.") and len([x for x in lines if x.lstrip()[:2] in ("1.", "2.", "3.")]) == 3
+    res = run("search", str(index), "Rhein", "-k", "5", "--json", "--where", "language=de")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["query"] == "Rhein" and len(out["results"]) == 5
+    assert all(r["language"] == "de" and r["id"].startswith("de-") for r in out["results"])
+    scores = [r["score"] for r in out["results"]]
+    assert scores == sorted(scores, reverse=True)
+    res = run("search", str(index), "x", "--json", "--where", "topic=food", "--where", "topic=art", "-k", "50")
+    ids = {r["id"] for r in json.loads(res.stdout)["results"]}
+    expected = {json.loads(line)["id"] for line in (SAMPLE / "corpus.jsonl").read_text().splitlines()
+                if json.loads(line)["topic"] in ("food", "art")}
+    assert ids == expected
+
+
+def test_search_explain(index):
+    res = run("search", str(index), "Wo fließt der Rhein?", "-k", "2", "--json", "--explain", "--lang", "de")
+    assert res.exit_code == 0, res.output
+    for r in json.loads(res.stdout)["results"]:
+        ex = r["explain"]
+        assert ex["tokens"] and {"query_token", "document_token", "similarity"} <= set(ex["tokens"][0])
+        assert any(t["query_token"] == "▁Rhein" for t in ex["tokens"])
+        # the exact MaxSim is the sum of the per-token best similarities shown
+        assert ex["exact_score"] == pytest.approx(sum(t["similarity"] for t in ex["tokens"]), rel=1e-5)
+        # and agrees with the index's (compressed, 2-bit) score to within compression error
+        assert ex["exact_score"] == pytest.approx(r["score"], rel=0.1)
+    res = run("search", str(index), "Wo fließt der Rhein?", "-k", "1", "--explain")
+    assert "▁Rhein →" in res.stdout and "exact MaxSim score" in res.stdout
+
+
+def test_evaluate_and_run_file(index, tmp_path):
+    run_file = tmp_path / "out" / "run.trec"
+    res = run("evaluate", str(index), "--queries", str(SAMPLE / "queries.jsonl"), "--qrels", str(SAMPLE / "qrels.tsv"),
+              "--json", "--run-file", str(run_file), "--depth", "100")
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout)
+    assert m["queries"] == 14
+    assert set(m) >= {"MRR@10", "MRR@100", "R@10", "R@100", "R@1000", "nDCG@10", "Success@5"}
+    assert 0 <= m["R@10"] <= m["R@100"] <= m["R@1000"] <= 1 and m["R@100"] > 0
+    # the run file holds what was evaluated: scoring it again gives the same figures
+    from colxm.collections import load_qrels
+    from colxm.evaluate import evaluate_run, read_trec_run
+
+    again = evaluate_run(read_trec_run(run_file), load_qrels(SAMPLE / "qrels.tsv"))
+    assert again == pytest.approx({k: v for k, v in m.items() if k in again})
+    first = run_file.read_text().splitlines()[0].split()
+    assert first[1] == "Q0" and first[3] == "1" and first[5] == "colxm"
+
+
+def test_updates_and_maintenance(index, model, tmp_path):
+    import shutil
+
+    path = tmp_path / "copy"
+    shutil.copytree(index, path)
+    new = tmp_path / "new.tsv"
+    new.write_text("id\ttext\tlang\nnew-1\tDer Rhein ist lang.\tde\nnew-2\tLe Rhin est long.\tfr\n")
+    assert run("add", str(path), str(new)).exit_code == 0
+    fails(run("add", str(path), str(new)), "already in the index")
+    res = run("upsert", str(path), str(new))
+    assert res.exit_code == 0 and "2 replaced" in res.stdout
+    res = run("delete", str(path), "new-1", "missing-id")
+    assert res.exit_code == 0 and "1 documents deleted, 1 ids not found" in res.stdout
+    assert run("optimize", str(path)).exit_code == 0
+    res = run("reindex", str(path), "--force")
+    assert res.exit_code == 0 and "reindexed" in res.stdout
+    res = run("verify", str(path))
+    assert res.exit_code == 0 and res.stdout.strip().endswith("ok")
+    stats = json.loads(run("stats", str(path)).stdout)
+    assert stats["documents"] == 50 and stats["segments"] == 1
+    out = json.loads(run("search", str(path), "Le Rhin", "--json", "--where", "id=new-2").stdout)
+    assert [r["id"] for r in out["results"]] == ["new-2"]
+    # verify notices damage
+    victim = max((p for p in path.rglob("*.npy")), key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    res = run("verify", str(path))  # one "problem:" line per problem, then the one-line error
+    assert res.exit_code == 1 and "checksum" in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in res.stderr
+
+
+def test_bad_input(index, model, tmp_path):
+    fails(run("index", str(tmp_path / "missing.jsonl"), "--index", str(tmp_path / "i1"), "--model", model),
+          "no such file")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": "broken"\n')
+    fails(run("index", str(bad), "--index", str(tmp_path / "i2"), "--model", model), "bad.jsonl, line 2")
+    assert not (tmp_path / "i2").exists() and not [p for p in tmp_path.iterdir() if "i2" in p.name]
+    fails(run("search", str(index), "hello", "--lang", "xx"), "unknown language 'xx'")
+    fails(run("search", str(index), "   "), "empty")
+    fails(run("search", str(index), "hello", "-k", "0"), "-k must be a positive")
+    fails(run("search", str(index), "hello", "-k", "-3"), "-k must be a positive")
+    fails(run("search", str(tmp_path), "hello"), "not a colxm index")
+    fails(run("search", str(tmp_path / "nowhere"), "hello"), "no such index folder")
+    fails(run("search", str(index), "hello", "--where", "novalue"), "FIELD=VALUE")
+    fails(run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(index), "--model", model), "already holds an index")
+    fails(run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(tmp_path / "i3"), "--model", str(tmp_path / "no-model")),
+          "does not exist")
+    fails(run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(tmp_path / "i4"), "--model", model,
+              "--passage-tokens", "16", "--passage-overlap", "16"), "--passage-overlap")
+    fails(run("evaluate", str(index), "--queries", str(SAMPLE / "queries.jsonl")), "both queries and qrels")
+    fails(run("delete", str(index)), "give the ids")
+
+
+def test_demo_on_tiny_model(model, tmp_path):
+    res = run("demo", "--model", model, "--index", str(tmp_path / "demo"))
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert "indexed 49 documents in 11 languages" in out
+    for q in ("How do bees tell", "Warum gibt es Ebbe", "¿Cómo se hace el queso?", "绿茶和红茶"):
+        assert q in out
+    assert "sample qrels: MRR@10" in out
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "colxm.cli", "search", str(tmp_path), "q"],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("error: ") and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
