@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from lifecycle_support import DIM, contents, doc, docs_and_vectors, exhaustive, vectors
+from lifecycle_support import DIM, contents, doc, docs_and_vectors, exhaustive, stored_codes_match, vectors
 
 from colxm.errors import IndexFormatError, InputError, WriterLockedError
 from colxm.index.index import Index
@@ -142,6 +142,12 @@ def test_drift_is_tracked_and_reindex_retrains_when_worth_it(tmp_path):
     assert idx.stats()["segments"] == 1 and idx.stats()["drift"]["added"]["vectors"] == 0
     assert len(idx) == 101 and idx.verify() == []
     assert top1(idx, "d3 v0") == "d3"
+    # with the raw vectors, reindex recompresses exactly what a fresh build would store
+    raw = {d["id"]: v for d, v in zip(ds + new_docs, vs + new_vecs)}
+    raw["s0"] = vectors("s0 v0")
+    report = idx.reindex(force=True, embeddings=lambda keys: [raw[d] for d, _ in keys])
+    assert report.done and report.reason == "forced"
+    assert stored_codes_match(idx, raw) == []
     idx.close()
 
 

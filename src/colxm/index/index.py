@@ -291,20 +291,21 @@ class Index:
             M.merge_segments(work, summary)
         return summary
 
-    def reindex(self, force: bool = False, show_progress=None) -> ReindexReport:
-        """Retrain the codec and recompress everything when the drift figures say it is worth it
-        (or ``force``). Re-encodes the stored texts with the encoder when the index records one,
-        else recompresses the decompressed vectors."""
+    def reindex(self, force: bool = False, embeddings=None) -> ReindexReport:
+        """Retrain the codec and recompress everything (one commit) when the drift figures say
+        it is worth it, or when ``force``. Vectors: ``embeddings`` (a function from a list of
+        (id, passage number) to token vectors) when given, else the stored texts re-encoded
+        with the encoder, else (an index built from embeddings, no model) the decompressed
+        codes, which costs quality (a second quantisation; see benchmarks/README.md)."""
         m = self._snap.manifest
         reason = M.reindex_reason(m)
         if not force and reason is None:
             return ReindexReport(False, "codec still fits the index (see drift)", self.stats()["drift"], m.generation)
         encode = None
-        if m.model or self._encoder is not None:
-            enc = self.encoder
-            encode = W.make_encode(enc, None, m.config.encode_batch_size)
+        if embeddings is None and (m.model or self._encoder is not None):
+            encode = W.make_encode(self.encoder, None, m.config.encode_batch_size)
         with self._op() as (work, summary):
-            M.retrain_all(work, summary, encode, show_progress)
+            M.retrain_all(work, summary, encode, embeddings)
         return ReindexReport(True, reason or "forced", self.stats()["drift"], self.generation)
 
     def verify(self) -> list[str]:

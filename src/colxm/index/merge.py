@@ -82,15 +82,19 @@ def merge_candidates(m: Manifest) -> set[str] | None:
     return {s.id for s in by_size[: len(m.segments) - limit // 2 + 1]}
 
 
-def retrain_all(work: Work, summary: WriteSummary, encode, show_progress) -> None:
-    """Retrain the codec on the live vectors (re-encoded text, or decompressed) and recompress."""
+def retrain_all(work: Work, summary: WriteSummary, encode, embed=None) -> None:
+    """Retrain the codec on the live vectors and recompress them. The vectors come from
+    ``embed([(id, passage), ...])`` when given, else from re-encoding the stored texts with
+    ``encode``, else from decompressing the stored codes (lossy: a second quantisation)."""
     _require_clean(work, "reindex")
     m, old = work.manifest, work.codec
 
     def chunks() -> Iterator[Chunk]:
         for codes, residuals, doclens, rows in _live_chunks(work):
             recs = [(Record(d, t, lang, _meta(meta)), p) for d, p, t, lang, meta in rows]
-            if encode is not None:
+            if embed is not None:
+                vecs = embed([(r.id, p) for r, p in recs])
+            elif encode is not None:
                 vecs = encode([r.text for r, _ in recs], [r.language for r, _ in recs])
             else:
                 flat = old.decompress(codes, residuals)

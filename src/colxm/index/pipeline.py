@@ -133,6 +133,7 @@ class FitStats:
         self.outside = 0
         self.components = 0
         self.err_sum = 0.0
+        self.cos_sum = 0.0  # cosine to the assigned centroid: what candidate generation sees
         self.measured = 0
         self._rng = np.random.default_rng(seed)
 
@@ -141,7 +142,9 @@ class FitStats:
         if len(vectors) > _SAMPLE_FOR_STATS:
             pick = np.sort(self._rng.choice(len(vectors), _SAMPLE_FOR_STATS, replace=False))
             vectors, codes, residuals = vectors[pick], codes[pick], residuals[pick]
-        res = vectors - codec.centroids[codes]
+        cent = codec.centroids[codes]
+        self.cos_sum += float(np.sum(vectors * cent))
+        res = vectors - cent
         self.outside += int((np.abs(res) > self.threshold).sum())
         self.components += res.size
         recon = codec.decompress(codes, residuals)
@@ -154,6 +157,7 @@ class FitStats:
             "outside": self.outside,
             "components": self.components,
             "error_sum": self.err_sum,
+            "centroid_cos_sum": self.cos_sum,
             "measured": self.measured,
         }
 
@@ -172,22 +176,22 @@ def fit_figures(d: dict | None) -> dict:
         "vectors": int(d.get("vectors", 0)),
         "outside_share": (d.get("outside", 0) / comps) if comps else None,
         "mean_error": (d.get("error_sum", 0.0) / measured) if measured else None,
+        "mean_centroid_cos": (d.get("centroid_cos_sum", 0.0) / measured) if measured else None,
     }
 
 
 def train_codec_on(sample: np.ndarray, nbits: int, num_centroids: int, seed: int):
-    """Train the codec (B's k-means + quantile buckets) on all but a held-out 5% of the sample
+    """Train the codec (B's k-means + quantile buckets) on all but the last 5% of the sample
     (at most 16k vectors; none for tiny samples). The held-out vectors give the drift baseline:
     the trained range (99th percentile of |residual|) and the fit figures of vectors the codec
     has not seen, which is what later additions are compared with."""
     from colxm.index.codec import train_codec
 
-    rng = np.random.default_rng(seed)
+    # Held out: the tail of the sample, i.e. whole documents. Tokens picked at random would
+    # share documents (and near-identical vectors) with the training set and look too good.
     n_held = min(len(sample) // 20, 16384) if len(sample) >= 400 else 0
     if n_held:
-        pick = np.zeros(len(sample), dtype=bool)
-        pick[rng.choice(len(sample), n_held, replace=False)] = True
-        held, train = sample[pick], sample[~pick]
+        held, train = sample[-n_held:], sample[:-n_held]
     else:
         held, train = sample[:16384], sample
     codec = train_codec(train, nbits=nbits, num_centroids=min(num_centroids, len(train)), seed=seed)
