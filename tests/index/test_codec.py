@@ -30,6 +30,11 @@ def test_kmeans_is_seeded_and_normalised():
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    h1 = train_centroids(x, 64, KMeansConfig(seed=3, assign="hnsw"))
+    np.testing.assert_array_equal(h1, train_centroids(x, 64, KMeansConfig(seed=3, assign="hnsw")))
+    # the HNSW-assigned k-means fits the data about as well as the exact one
+    fit = lambda c: (x @ c.T).max(1).mean()  # noqa: E731
+    assert fit(h1) >= fit(a) - 0.02
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
@@ -97,3 +102,18 @@ def test_arrays_round_trip_and_errors():
         codec.compress(np.zeros((3, 31), np.float32))
     with pytest.raises(InputError):
         train_codec(np.zeros((10, 32), np.float32), nbits=3)
+
+
+def test_fast_assignment_nearly_always_exact():
+    rng = np.random.default_rng(0)
+    cent = rng.standard_normal((4096, 32)).astype(np.float32)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    codec = ResidualCodec(nbits=2, dim=32, centroids=cent, bucket_cutoffs=[-0.1, 0, 0.1],
+                          bucket_weights=[-0.2, -0.05, 0.05, 0.2], avg_residual=0.1)
+    x = cent[rng.integers(0, 4096, 3000)] + 0.05 * rng.standard_normal((3000, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact, fast = codec.assign(x), codec.assign(x, fast=True)
+    assert (exact == fast).mean() >= 0.97
+    best = (x * cent[exact]).sum(1)
+    got = (x * cent[fast]).sum(1)
+    assert np.all(got <= best + 1e-6) and (best - got).mean() < 0.01

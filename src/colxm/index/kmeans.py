@@ -16,9 +16,12 @@ class KMeansConfig:
     quality and keep the build fast on a 2-core CPU."""
 
     niter: int = 4
-    max_points_per_centroid: int = 64
+    max_points_per_centroid: int = 32
     seed: int = 0
     threads: int | None = None  # faiss OpenMP threads; None = faiss default
+    # how each iteration finds the nearest centroid: "flat" (exact BLAS), "hnsw" (a faiss HNSW graph
+    # over the centroids: cost grows with log K instead of K), "auto" = hnsw from 4096 centroids
+    assign: str = "auto"
 
 
 def num_centroids_for(num_vectors: int) -> int:
@@ -48,10 +51,18 @@ def train_centroids(sample: np.ndarray, num_centroids: int, config: KMeansConfig
         x = x[np.sort(rng.choice(x.shape[0], size=cap, replace=False))]
     if config.threads is not None:
         faiss.omp_set_num_threads(config.threads)
-    km = faiss.Kmeans(x.shape[1], num_centroids, niter=config.niter, seed=config.seed,
-                      max_points_per_centroid=config.max_points_per_centroid, min_points_per_centroid=1,
-                      verbose=False)
-    km.train(x)
-    c = km.centroids.astype(np.float32, copy=True)
+    if config.assign not in ("auto", "flat", "hnsw"):
+        raise InputError(f"KMeansConfig.assign must be auto, flat or hnsw, got {config.assign!r}")
+    cp = faiss.ClusteringParameters()
+    cp.niter, cp.seed = config.niter, config.seed
+    cp.max_points_per_centroid, cp.min_points_per_centroid = config.max_points_per_centroid, 1
+    clus = faiss.Clustering(x.shape[1], num_centroids, cp)
+    if config.assign == "hnsw" or (config.assign == "auto" and num_centroids >= 4096):
+        index = faiss.IndexHNSWFlat(x.shape[1], 16)
+        index.hnsw.efSearch = 16
+    else:
+        index = faiss.IndexFlatL2(x.shape[1])
+    clus.train(x, index)
+    c = faiss.vector_to_array(clus.centroids).reshape(num_centroids, x.shape[1]).astype(np.float32)
     norms = np.linalg.norm(c, axis=1, keepdims=True)
     return c / np.maximum(norms, 1e-12)

@@ -17,6 +17,7 @@ from colxm.search.rerank import maxsim_docs
 
 Hit = tuple[int, int, float]  # (segment index, local doc, score)
 _EXHAUSTIVE_TOKENS = 1 << 16  # tokens decompressed per block in exhaustive mode
+_SCORE_BATCH = 16  # queries whose centroid scores are computed in one matmul
 
 
 @dataclass
@@ -98,11 +99,18 @@ class Searcher:
             return []
         if params.exhaustive:
             return self._exhaustive(Qs, k, masks)
-        return [self._plaid_one(q, k, params, masks) for q in Qs]
+        out: list[list[Hit]] = []
+        for a in range(0, len(Qs), _SCORE_BATCH):
+            # one matmul scores the centroids for a batch of queries
+            batch = Qs[a:a + _SCORE_BATCH]
+            stacked = torch.from_numpy(np.concatenate(batch)) @ torch.from_numpy(self._centroids_t)
+            rows = np.split(stacked.numpy(), np.cumsum([q.shape[0] for q in batch])[:-1])
+            out.extend(self._plaid_one(q, sc, k, params, masks) for q, sc in zip(batch, rows))
+        return out
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
-    def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
-        scores = (torch.from_numpy(Q) @ torch.from_numpy(self._centroids_t)).numpy()  # [Lq, K]
+    def _plaid_one(self, Q: np.ndarray, scores: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
+        """One query: ``scores`` [Lq, K] are its centroid scores."""
         cells = probe_cells(scores, params.ncells)
         scores_pruned = None
         nrerank = max(k, params.nrerank or params.ndocs // 4)
