@@ -288,3 +288,14 @@ def test_segments_roll_over_at_segment_max_tokens(tmp_path):
     assert all(s.num_tokens < 60 + 5 * 8 for s in idx._snap.manifest.segments)
     assert top1(idx, "n7 v0") == "n7" and top1(idx, "d3 v1") == "d3"
     idx.close()
+
+
+def test_reindex_when_the_collection_outgrew_its_centroids(tmp_path):
+    ds, vs = docs_and_vectors([f"d{i}" for i in range(30)])
+    idx = Index.build(tmp_path / "i", ds, embeddings=vs)
+    k0 = idx.stats()["num_centroids"]
+    idx.add(*docs_and_vectors([f"n{i}" for i in range(300)]))
+    report = idx.reindex()
+    assert report.done and "centroids" in report.reason and idx.stats()["num_centroids"] >= 2 * k0
+    assert len(idx) == 330 and idx.verify() == [] and top1(idx, "n42 v0") == "n42"
+    idx.close()

@@ -9,7 +9,7 @@ import numpy as np
 
 from colxm.errors import InputError
 from colxm.index.manifest import Manifest
-from colxm.index.pipeline import Chunk, WriteSummary, fit_figures
+from colxm.index.pipeline import Chunk, WriteSummary, centroids_for, fit_figures
 from colxm.index.segment import live_token_mask
 from colxm.index.writer import SegmentsOut, Work, locate, train_from_head
 from colxm.store import Record
@@ -118,10 +118,15 @@ def reindex_reason(m: Manifest) -> str | None:
     """Why the codec should be retrained now, or None when it still fits."""
     c = m.config
     build, added = fit_figures(m.drift.get("build")), fit_figures(m.drift.get("added"))
-    total = sum(s.num_tokens for s in m.segments) or 1
+    total = sum(s.num_tokens - _dead_tokens_estimate(s) for s in m.segments) or 1
     share = added["vectors"] / total
     if share < c.reindex_min_added_share or added["outside_share"] is None or not build["mean_error"]:
         return None
+    if c.num_centroids is None:  # the number of centroids follows the collection size
+        wanted = centroids_for(total)
+        if wanted >= 2 * m.num_centroids:
+            return (f"the index has grown ({share:.0%} of its vectors were added after training): "
+                    f"ColBERTv2's rule now gives {wanted} centroids, the codec has {m.num_centroids}")
     out_ratio = added["outside_share"] / max(build["outside_share"] or 1e-9, 1e-9)
     err_ratio = added["mean_error"] / build["mean_error"]
     if out_ratio >= c.reindex_outside_ratio or err_ratio >= c.reindex_error_ratio:
@@ -129,3 +134,8 @@ def reindex_reason(m: Manifest) -> str | None:
                 f"outside the trained range {out_ratio:.1f}x as often and reconstruct with "
                 f"{err_ratio:.2f}x the error")
     return None
+
+
+def _dead_tokens_estimate(s) -> int:
+    """Tokens of deleted rows, estimated from the segment's average row length."""
+    return int(s.num_tokens * s.num_deleted / s.num_rows) if s.num_rows else 0
