@@ -82,6 +82,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--projection-lr", type=float, default=5e-4, help="peak LR of the (fresh) projection")
     ap.add_argument("--warmup", type=float, default=0.1)
     ap.add_argument("--trainable-layers", type=int, default=2)
     ap.add_argument("--doc-maxlen", type=int, default=128)
@@ -130,7 +131,7 @@ def main(argv=None) -> dict:
                          "seconds": round(time.perf_counter() - t0, 1)}
 
     cfg = TrainConfig(output_dir=str(args.out / "model"), max_steps=args.steps, batch_size=args.batch_size,
-                      learning_rate=args.lr, warmup_ratio=args.warmup, trainable_layers=args.trainable_layers,
+                      learning_rate=args.lr, projection_lr=args.projection_lr, warmup_ratio=args.warmup, trainable_layers=args.trainable_layers,
                       save_steps=max(50, args.steps // 4), save_total_limit=1, logging_steps=10,
                       seed=args.seed, tdp_watts=args.tdp)
     trainable, _ = apply_freezing(enc.model, trainable_layers=args.trainable_layers)
@@ -142,7 +143,7 @@ def main(argv=None) -> dict:
                        "built_by": "/work/shared/tools/make_e5_small.py",
                        "encoder_options": {"dim": args.dim, "seed": args.seed}},
                  training={"command": summary["command"], "steps": args.steps, "batch_size": args.batch_size,
-                           "lr": args.lr, "trainable_layers": args.trainable_layers,
+                           "lr": args.lr, "projection_lr": args.projection_lr, "trainable_layers": args.trainable_layers,
                            "data": "ddtp/en-train/pairs.jsonl + BM25 hard negatives"})
     summary["trained"] = evaluate(enc, sets)
     (args.out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")

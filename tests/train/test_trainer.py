@@ -119,6 +119,8 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
 
 
 def test_config_and_input_errors(tmp_path, tiny_encoder):
+    with pytest.raises(InputError, match="learning rates must be positive"):
+        TrainConfig(output_dir="x", projection_lr=0.0)
     with pytest.raises(InputError, match="precision"):
         TrainConfig(output_dir="x", precision="fp8")
     with pytest.raises(InputError, match="fewer than one batch"):
@@ -150,3 +152,12 @@ def test_real_encoder_trains_and_checkpoints_load_back(tmp_path):
     assert torch.equal(again.model.backbone.embeddings.word_embeddings.weight, base_emb)  # frozen
     q = ["what is the capital of italy"]
     assert again.encode_queries(q)[0] == pytest.approx(enc.encode_queries(q)[0], abs=1e-5)
+
+
+def test_projection_learning_rate_is_separate(tmp_path, tiny_encoder):
+    before = {n: p.detach().clone() for n, p in tiny_encoder.model.named_parameters()}
+    train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=3, learning_rate=1e-9, projection_lr=1e-2,
+                                             warmup_ratio=0.0))
+    moved = {n: (p - before[n]).abs().max().item() for n, p in tiny_encoder.model.named_parameters()}
+    assert moved["linear.weight"] > 1e-3
+    assert max(v for n, v in moved.items() if n != "linear.weight") < 1e-6

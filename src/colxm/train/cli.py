@@ -113,6 +113,7 @@ def train_command(
     batch_size: int = typer.Option(32, help="queries per step"),
     grad_accum: int = typer.Option(1, help="gradient accumulation steps"),
     lr: float = typer.Option(5e-6, help="peak learning rate (AdamW, warm-up then linear decay)"),
+    projection_lr: Optional[float] = typer.Option(None, help="separate peak LR for the projection"),
     warmup: float = typer.Option(0.1, help="warm-up fraction of the steps"),
     mine: Mining = typer.Option(Mining.bm25, help="negative mining for a pairs file: bm25 or model"),
     negatives: int = typer.Option(1, help="hard negatives per query (n-way = negatives + 1)"),
@@ -135,7 +136,7 @@ def train_command(
         from colxm.train.trainer import TrainConfig
 
         cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                          learning_rate=lr, warmup_ratio=warmup, trainable_layers=trainable_layers,
+                          learning_rate=lr, projection_lr=projection_lr, warmup_ratio=warmup, trainable_layers=trainable_layers,
                           freeze_embeddings=freeze_embeddings, freeze_adapters=freeze_adapters,
                           precision=precision, save_steps=save_steps, tdp_watts=tdp,
                           carbon_intensity=carbon_intensity, seed=seed)

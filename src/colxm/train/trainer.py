@@ -29,6 +29,7 @@ TRAINABLE_FILE = "trainable.safetensors"  # the trained tensors only, for resumi
 SUMMARY_FILE = "summary.json"
 LOSS_PLOT = "loss.png"
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+_PROJECTION = re.compile(r"(?:^|\.)linear\.weight$")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainConfig:
     batch_size: int = 8  # queries per step; each brings ``nway`` passages
     grad_accum: int = 1
     learning_rate: float = 5e-6
+    projection_lr: float | None = None  # a separate peak LR for the projection (e.g. a fresh random one)
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     in_batch: bool = True
@@ -62,8 +64,8 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "save_steps", "logging_steps"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0:
-            raise InputError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.learning_rate <= 0 or (self.projection_lr is not None and self.projection_lr <= 0):
+            raise InputError(f"learning rates must be positive, got {self.learning_rate}, {self.projection_lr}")
 
 
 # ------------------------------------------------------------------------------------------- freezing
@@ -163,9 +165,23 @@ def _make_hf_trainer(**kwargs):
     from transformers import Trainer
 
     class ColxmHFTrainer(Trainer):
-        def __init__(self, *a, save_fn: Callable[[str], None], **kw):
+        def __init__(self, *a, save_fn: Callable[[str], None], projection_lr: float | None = None, **kw):
             super().__init__(*a, **kw)
             self._colxm_save_fn = save_fn
+            self._projection_lr = projection_lr
+
+        def create_optimizer(self):
+            if self._projection_lr is None or self.optimizer is not None:
+                return super().create_optimizer()
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            proj = [p for n, p in named if _PROJECTION.search(n)]
+            rest = [p for n, p in named if not _PROJECTION.search(n)]
+            if not proj:
+                raise InputError("projection_lr is set but the model has no trainable projection (linear.weight)")
+            groups = [{"params": rest, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay},
+                      {"params": proj, "lr": self._projection_lr, "weight_decay": 0.0}]
+            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.args.learning_rate)
+            return self.optimizer
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             out = model(**inputs)
@@ -267,7 +283,8 @@ def run_training(
         dataloader_num_workers=0,
     )
     trainer = _make_hf_trainer(
-        model=module, args=args, train_dataset=_ListDataset(dataset), data_collator=collator, save_fn=save_fn
+        model=module, args=args, train_dataset=_ListDataset(dataset), data_collator=collator, save_fn=save_fn,
+        projection_lr=cfg.projection_lr,
     )
     last = get_last_checkpoint(str(out)) if cfg.resume else None
     if last:
