@@ -170,3 +170,15 @@ def test_subprocess_error_has_no_traceback(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().startswith("error: ") and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_readme_opens_with_the_two_quickstart_commands():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    first_section = readme.split("\n## ")[1]
+    assert first_section.startswith("Quickstart")
+    block = first_section.split("```bash\n", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert len(block) == 2
+    install, tests = block
+    assert install.index("pip install torch==2.13.0") < install.index("pip install -e")
+    assert install.endswith("colxm demo")  # the command test_demo_on_tiny_model runs on a tiny model
+    assert tests == "python -m pytest -q"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from colxm import __version__
@@ -423,19 +424,33 @@ def stats_command(index: Path = typer.Argument(..., help="index folder")) -> Non
 @app.command("import-colbert")
 @handles_errors
 def import_colbert_command(
-    colbert_index: Path = typer.Argument(..., help="a colbert-ai index folder (plan.json, *.codes.pt, ...)"),
+    colbert_index: Path = typer.Argument(..., help="a colbert-ai index folder (metadata.json, centroids.pt, 0.codes.pt, ...)"),
     index: Path = typer.Option(..., "--index", "-i", help="colxm index folder to create"),
-    collection: Optional[Path] = typer.Option(None, "--collection", help="the collection it was built from (TSV/JSONL) for texts and ids"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="the ColBERT model that built it (for text queries)"),
+    collection: Optional[Path] = typer.Option(None, "--collection", help="the collection the index was built from, in the same order (TSV/JSONL): ids and texts; without it ids are colbert-ai's passage numbers and texts are empty"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="the ColBERT model that built it (recorded for text queries)"),
+    fmt: str = typer.Option("auto", "--format", help=FORMAT_HELP),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
-    """Convert a colbert-ai index into a colxm index without re-encoding."""
-    try:
-        from colxm.index.colbert_import import import_colbert
-    except ImportError:
-        raise ColxmError("importing colbert-ai indexes is not available in this build") from None
-    idx = import_colbert(colbert_index, index, collection=collection, model=model, overwrite=overwrite)
-    typer.echo(f"{index}: {len(idx)} documents imported from {colbert_index}")
+    """Convert a colbert-ai index into a colxm index without re-encoding (codes are copied)."""
+    from colxm.collections import load_collection
+    from colxm.index.colbert_import import read_colbert_index
+    from colxm.index.index import Index
+
+    codec, seg, info = read_colbert_index(colbert_index)
+    n = len(seg.doclens)
+    if collection is not None:
+        docs = list(load_collection(collection, fmt))
+        if len(docs) != n:
+            raise InputError(f"{collection} has {len(docs)} documents but the colbert-ai index has {n}; "
+                             "give the collection it was built from")
+    else:
+        docs = [{"id": str(i), "text": ""} for i in range(n)]
+    encoder = load_encoder(model) if model else None
+    idx = Index.from_compressed(index, codec, np.asarray(seg.codes), np.asarray(seg.residuals),
+                                np.asarray(seg.doclens), docs, encoder=encoder, overwrite=overwrite)
+    typer.echo(f"{index}: {len(idx)} documents imported from {colbert_index} "
+               f"({info.get('num_tokens', '?')} token vectors, {codec.nbits} bits)")
+    idx.close()
 
 
 # ---------------------------------------------------------------------------- demo
@@ -474,8 +489,11 @@ def demo_command(
             typer.echo(f"[{qlang.get(qid, '?')}] {text}")
             for r, h in enumerate(hits[:k], 1):
                 typer.echo(f"   {r}. {h.score:7.3f}  {h.id:<22} [{h.language or '?'}] {snippet(h.text, 90)}")
-        metrics = evaluate_run(run, load_qrels(root / "qrels.tsv"), ["MRR@10", "R@10", "nDCG@10"])
-        typer.echo("\nsample qrels: " + "  ".join(f"{n} {v:.3f}" for n, v in metrics.items()))
+        try:
+            metrics = evaluate_run(run, load_qrels(root / "qrels.tsv"), ["MRR@10", "R@10", "nDCG@10"])
+            typer.echo("\nsample qrels: " + "  ".join(f"{n} {v:.3f}" for n, v in metrics.items()))
+        except ColxmError as e:  # ir-measures (the eval extra) is not installed
+            log.warning("no metrics: %s", e)
         idx.close()
 
 
