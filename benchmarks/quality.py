@@ -82,7 +82,7 @@ def dense_encode(backbone, tokenizer, texts, prefix: str, max_length: int, batch
 
 
 def exact_maxsim_scores(Q: list[np.ndarray], D: np.ndarray, doclens: np.ndarray,
-                        chunk_tokens: int = 1 << 18) -> np.ndarray:
+                        chunk_tokens: int = 1 << 16) -> np.ndarray:
     """[nq, ndocs] exact MaxSim: for each query token its best doc token, summed (numpy, chunked)."""
     nq, lq = len(Q), Q[0].shape[0]
     Qm = np.concatenate(Q).astype(np.float32)  # [nq*lq, dim]
@@ -165,7 +165,7 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
     log(f"{name}: {len(D)} document token vectors ({time.perf_counter() - t0:.0f} s)")
     Q = enc.encode_queries([queries[q] for q in qids], show_progress=False)
     t0 = time.perf_counter()
-    scores = np.concatenate([exact_maxsim_scores(Q[s:s + 64], D, doclens) for s in range(0, len(Q), 64)])
+    scores = np.concatenate([exact_maxsim_scores(Q[s:s + 32], D, doclens) for s in range(0, len(Q), 32)])
     record("colxm_exact", run_from_scores(qids, doc_ids, scores), t0)
 
     offsets = np.concatenate([[0], np.cumsum(doclens)])

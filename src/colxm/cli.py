@@ -192,7 +192,7 @@ def index_command(
     docs = read_documents(collection, fmt, id_field, text_field, title)
     encoder = load_encoder(model)
     if passage_tokens is None:
-        passage_tokens = max(8, encoder.config.doc_maxlen - 2)  # marker + [CLS]/[SEP] fit too
+        passage_tokens = max(8, encoder.config.doc_maxlen - 3)  # [CLS], [D] marker, [SEP] fit too
     if passage_overlap >= passage_tokens:
         raise InputError(f"--passage-overlap ({passage_overlap}) must be smaller than --passage-tokens ({passage_tokens})")
     config = IndexConfig(nbits=nbits, passage_max_tokens=passage_tokens, passage_overlap=passage_overlap)
