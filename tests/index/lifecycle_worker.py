@@ -152,7 +152,21 @@ def conc_reader(index: str, stop_file: str, out: str, mode: str) -> None:
     Path(out).write_text(json.dumps({"reads": reads, "generations": sorted(gens), "bad": bad[:5], "num_bad": len(bad)}))
 
 
-ROLES = {"fault_writer": fault_writer, "conc_writer": conc_writer, "conc_reader": conc_reader}
+def rebuilder(index: str, statedir: str, seed: str) -> None:
+    """Rebuild the index with overwrite=True forever, alternating two known collections."""
+    from colxm.index.manifest import IndexConfig
+
+    k = int(seed)
+    while True:
+        version = k % 2 + 1
+        docs = [doc(f"r{i}", version) for i in range(120)]
+        write_json(Path(statedir) / "rebuild.json", {"building": version})
+        Index.build(index, docs, embeddings=[vectors(d["text"]) for d in docs], overwrite=True,
+                    config=IndexConfig(chunk_documents=16)).close()
+        k += 1
+
+
+ROLES = {"rebuilder": rebuilder, "fault_writer": fault_writer, "conc_writer": conc_writer, "conc_reader": conc_reader}
 
 
 def zygote() -> None:

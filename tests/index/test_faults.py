@@ -129,3 +129,33 @@ def test_sigkill_writer_at_random_moments(tmp_path, zygote):
     assert sum(per_op.values()) == KILLS
     # the kills really landed inside write operations, not only between them
     assert sum(v for k, v in per_op.items() if k != "open/idle") >= KILLS // 2
+
+
+def test_sigkill_during_overwrite_builds(tmp_path, zygote):
+    """Killing Index.build(overwrite=True) never loses the old index nor leaves a mixed one;
+    the next build removes the dead build's temp folder."""
+    path, sd = tmp_path / "idx", tmp_path / "state"
+    sd.mkdir()
+    ds, vs = docs_and_vectors([f"r{i}" for i in range(120)], version=0)
+    Index.build(path, ds, embeddings=vs).close()
+    rng = random.Random(7)
+    mid_build = 0
+    for round_ in range(max(4, KILLS // 6)):
+        (sd / "rebuild.json").unlink(missing_ok=True)
+        pid = zygote.ask(f"fork rebuilder {path} {sd} {round_}")
+        time.sleep(rng.uniform(0.1, 3.0))
+        os.kill(pid, signal.SIGKILL)
+        assert os.WIFSIGNALED(zygote.ask(f"wait {pid}"))
+        with Index.open(path) as idx:
+            assert idx.verify() == []
+            versions = {h.text.split(" v")[1] for d in idx.ids() for h in idx.get(d)}
+            assert len(idx) == 120 and len(versions) == 1, "a mix of two builds"
+            version = int(versions.pop())
+            if (sd / "rebuild.json").exists():
+                mid_build += json.loads((sd / "rebuild.json").read_text())["building"] != version
+            expected = {f"r{i}": vectors(f"r{i} v{version}") for i in range(120)}
+            assert stored_codes_match(idx, expected) == []
+    assert mid_build >= 1, "no kill landed inside a build"
+    ds, vs = docs_and_vectors(["final"])
+    Index.build(path, ds, embeddings=vs, overwrite=True).close()
+    assert [p.name for p in tmp_path.iterdir() if ".building-" in p.name] == []
