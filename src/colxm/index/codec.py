@@ -105,7 +105,8 @@ class ResidualCodec:
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
             "nbits": np.array(self.nbits, dtype=np.int64),
-            "centroids": self.centroids,
+            # float16 on disk, as colbert-ai stores them; train_codec rounds them so this is lossless
+            "centroids": self.centroids.astype(np.float16),
             "bucket_cutoffs": self.bucket_cutoffs,
             "bucket_weights": self.bucket_weights,
             "avg_residual": np.array(self.avg_residual, dtype=np.float32),
@@ -246,7 +247,7 @@ def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = 
     k = num_centroids or num_centroids_for(x.shape[0])
     k = min(k, train.shape[0])
     cfg = config or KMeansConfig(seed=seed)
-    centroids = train_centroids(train, k, cfg)
+    centroids = train_centroids(train, k, cfg).astype(np.float16).astype(np.float32)
     cutoffs, weights, avg = compute_buckets(centroids, heldout, nbits)
     return ResidualCodec(nbits=nbits, dim=x.shape[1], centroids=centroids, bucket_cutoffs=cutoffs,
                          bucket_weights=weights, avg_residual=avg)

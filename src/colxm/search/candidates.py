@@ -43,11 +43,8 @@ def pruned(scores: np.ndarray, threshold: float) -> np.ndarray:
 
 def approx_scores(seg: SegmentData, docs: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Approximate MaxSim of ``docs`` (all non-empty) from centroid scores [Lq, K]."""
-    if seg.doc_codes is not None:  # each doc's unique codes: same maximum, fewer entries
-        idx, seg_starts = token_ranges(seg.doc_code_offsets, docs)
-        codes = seg.doc_codes[idx]
-    else:
-        idx, seg_starts = token_ranges(seg.doc_offsets, docs)
-        codes = seg.codes[idx]
+    seg.ensure_doc_codes()  # each doc's unique codes: the same maxima from ~2.5x fewer entries
+    idx, seg_starts = token_ranges(seg.doc_code_offsets, docs)
+    codes = seg.doc_codes[idx]
     sims = np.take(scores, codes, axis=1)  # [Lq, ntok]: a row gather per query token
     return segment_max(sims, seg_starts).sum(0)

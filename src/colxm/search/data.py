@@ -7,7 +7,7 @@ import numpy as np
 
 from colxm.errors import IndexFormatError, InputError
 from colxm.index.codec import ResidualCodec
-from colxm.index.ivf import build_doc_codes, build_ivf
+from colxm.index.ivf import build_ivf
 
 
 @dataclass
@@ -26,8 +26,10 @@ class SegmentData:
     ivf_offsets: np.ndarray  # int64 [K+1]
     ivf_docs: np.ndarray  # int [nnz]
     live: np.ndarray | None = None  # bool [N]
-    doc_code_offsets: np.ndarray | None = None  # int64 [N+1]   optional: each doc's unique codes
-    doc_codes: np.ndarray | None = None  # int [nnz]            (ivf.build_doc_codes); faster search
+    # each document's unique codes (the IVF transposed): derived in memory by ensure_doc_codes(),
+    # or given (ivf.build_doc_codes); approximate scoring reads these instead of every token's code
+    doc_code_offsets: np.ndarray | None = None  # int64 [N+1]
+    doc_codes: np.ndarray | None = None  # int [nnz]
 
     @property
     def num_docs(self) -> int:
@@ -60,6 +62,20 @@ class SegmentData:
             raise IndexFormatError("segment arrays are inconsistent (" + "; ".join(problems)
                                    + "); the index is corrupted: rebuild it")
 
+    def ensure_doc_codes(self) -> None:
+        """Derive doc_codes / doc_code_offsets from the inverted lists (once; ~0.1 s per million
+        list entries), so they need not be stored on disk."""
+        if self.doc_codes is not None:
+            return
+        K = self.ivf_offsets.shape[0] - 1
+        counts = np.diff(np.asarray(self.ivf_offsets))
+        cent = np.repeat(np.arange(K, dtype=np.uint16 if K <= 65536 else np.int32), counts)
+        docs = np.asarray(self.ivf_docs)
+        order = np.argsort(docs, kind="stable")  # by doc, centroids ascending within a doc
+        offsets = np.zeros(self.num_docs + 1, dtype=np.int64)
+        np.cumsum(np.bincount(docs, minlength=self.num_docs), out=offsets[1:])
+        self.doc_codes, self.doc_code_offsets = cent[order], offsets
+
     @classmethod
     def from_compressed(cls, codes: np.ndarray, residuals: np.ndarray, doclens: np.ndarray,
                         num_centroids: int, live: np.ndarray | None = None) -> "SegmentData":
@@ -68,10 +84,8 @@ class SegmentData:
         offsets = np.zeros(doclens.shape[0] + 1, dtype=np.int64)
         np.cumsum(doclens, out=offsets[1:])
         ivf_offsets, ivf_docs = build_ivf(codes, doclens, num_centroids)
-        dc_offsets, dc = build_doc_codes(codes, doclens, num_centroids)
         return cls(codes=codes, residuals=residuals, doclens=doclens, doc_offsets=offsets,
-                   ivf_offsets=ivf_offsets, ivf_docs=ivf_docs, live=live, doc_code_offsets=dc_offsets,
-                   doc_codes=dc)
+                   ivf_offsets=ivf_offsets, ivf_docs=ivf_docs, live=live)
 
     @classmethod
     def from_vectors(cls, codec: ResidualCodec, docs: list[np.ndarray]) -> "SegmentData":

@@ -16,7 +16,7 @@ from colxm.search.data import SegmentData
 from colxm.search.rerank import maxsim_docs
 
 Hit = tuple[int, int, float]  # (segment index, local doc, score)
-_EXHAUSTIVE_TOKENS = 1 << 16  # tokens decompressed per block in exhaustive mode
+_EXHAUSTIVE_CELLS = 1 << 24  # query rows x tokens per similarity block in exhaustive mode
 _SCORE_BATCH = 16  # queries whose centroid scores are computed in one matmul
 
 
@@ -147,9 +147,10 @@ class Searcher:
             if docs.size == 0:
                 continue
             scores = np.empty((len(Qs), docs.size), dtype=np.float32)
-            # blocks of whole documents with about _EXHAUSTIVE_TOKENS tokens each
+            # blocks of whole documents, sized so that the similarity block stays ~64 MB
+            block = max(256, _EXHAUSTIVE_CELLS // Q.shape[0])
             cum = np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])
-            cuts = np.searchsorted(cum, np.arange(_EXHAUSTIVE_TOKENS, int(cum[-1]), _EXHAUSTIVE_TOKENS), "right")
+            cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
                 if b > a:
                     scores[:, a:b] = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
