@@ -69,3 +69,26 @@ def test_paper_behaviour_one_language_for_all(tiny_xmod):
     texts = ["Das ist ein Test über Deutschland.", "Ceci est un texte sur la France."]
     for x, y in zip(enc.encode_documents(texts), enc.encode_documents(texts, languages="en_XX")):
         assert np.array_equal(x, y)
+
+
+def test_plain_xlmr_encoder_saves_in_colbert_layout(tmp_path):
+    """Any Hugging Face encoder works: a tiny XLM-R gets a projection and saves under `roberta.`."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+    from tiny_models import xlmr_tokenizer
+    tok = xlmr_tokenizer()
+    torch.manual_seed(0)
+    model = XLMRobertaModel(XLMRobertaConfig(vocab_size=250002, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32,
+                                             max_position_embeddings=80))
+    model.save_pretrained(tmp_path / "xlmr")
+    tok.save_pretrained(str(tmp_path / "xlmr"))
+    enc = Encoder.from_pretrained(tmp_path / "xlmr", dim=8)
+    assert enc.languages == [] and enc.dim == 8
+    docs = enc.encode_documents(["Ciao mondo, come stai?"], languages="it")  # ignored: no adapters
+    assert docs[0].shape[1] == 8
+    out = enc.save_pretrained(tmp_path / "colbert")
+    keys = load_file(str(out / "model.safetensors")).keys()
+    assert "roberta.embeddings.word_embeddings.weight" in keys and "linear.weight" in keys
+    again = Encoder.from_pretrained(out)
+    assert np.array_equal(again.encode_documents(["Ciao mondo, come stai?"])[0], docs[0])
