@@ -193,7 +193,9 @@ def load_checkpoint(name_or_path: str | Path, *, marker_scheme: str | None = Non
     tokenizer = load_tokenizer(folder)
     linear = state.get("linear.weight")
     if (folder / METADATA_FILE).exists():
-        config = ColBERTConfig.load(folder, default_scheme=marker_scheme)
+        # An undated XMOD checkpoint is taken to be ColBERT-XM, trained with colbert-ai <= 0.2.20.
+        undated = "legacy" if config_dict.get("model_type") == "xmod" else "current"
+        config = ColBERTConfig.load(folder, default_scheme=marker_scheme, undated_scheme=undated)
     else:
         config = ColBERTConfig(marker_scheme=marker_scheme or "current")
     if linear is not None:

@@ -60,11 +60,13 @@ class ColBERTConfig:
 
     # ---- artifact.metadata <-> dataclass -------------------------------------------------------
     @classmethod
-    def from_metadata(cls, meta: dict[str, Any], *, default_scheme: str | None = None) -> "ColBERTConfig":
+    def from_metadata(cls, meta: dict[str, Any], *, default_scheme: str | None = None,
+                      undated_scheme: str = "current") -> "ColBERTConfig":
         """Build from a parsed artifact.metadata dict.
 
         The marker scheme is our recorded key when present; otherwise ``default_scheme`` if given;
-        otherwise inferred from the training date colbert-ai records (legacy before 0.2.21).
+        otherwise inferred from the date colbert-ai records (legacy before 0.2.21); otherwise
+        ``undated_scheme``.
         """
         if not isinstance(meta, dict):
             raise CheckpointError(f"{METADATA_FILE} must hold a JSON object, got {type(meta).__name__}")
@@ -78,7 +80,8 @@ class ColBERTConfig:
                 kwargs[key] = value
             elif key != MARKER_SCHEME_KEY:
                 extra[key] = value
-        scheme = meta.get(MARKER_SCHEME_KEY) or default_scheme or infer_marker_scheme(meta)
+        scheme = (meta.get(MARKER_SCHEME_KEY) or default_scheme or infer_marker_scheme(meta)
+                  or undated_scheme)
         try:
             return cls(**kwargs, marker_scheme=scheme, extra=extra)
         except TypeError as exc:  # wrong value types in the JSON
@@ -95,7 +98,8 @@ class ColBERTConfig:
         return out
 
     @classmethod
-    def load(cls, folder: str | Path, *, default_scheme: str | None = None) -> "ColBERTConfig":
+    def load(cls, folder: str | Path, *, default_scheme: str | None = None,
+             undated_scheme: str = "current") -> "ColBERTConfig":
         path = Path(folder) / METADATA_FILE
         try:
             meta = json.loads(path.read_text(encoding="utf-8"))
@@ -105,25 +109,24 @@ class ColBERTConfig:
             raise CheckpointError(
                 f"{path} is not valid JSON ({exc}); restore it from the original checkpoint"
             ) from exc
-        return cls.from_metadata(meta, default_scheme=default_scheme)
+        return cls.from_metadata(meta, default_scheme=default_scheme, undated_scheme=undated_scheme)
 
     def save(self, folder: str | Path) -> None:
         path = Path(folder) / METADATA_FILE
         path.write_text(json.dumps(self.to_metadata(), indent=4, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def infer_marker_scheme(meta: dict[str, Any]) -> str:
+def infer_marker_scheme(meta: dict[str, Any]) -> str | None:
     """The marker scheme a colbert-ai checkpoint was trained with, from the dates it records.
 
     colbert-ai writes ``meta.current_datetime`` (e.g. "Feb 14, 2024 ; 10:12AM CET (+0100)") and
-    ``meta.git_commit_datetime`` ("2024-02-05 15:40:12-08:00"). A checkpoint with no date at all
-    is assumed to be current-scheme (it was not written by an old colbert-ai).
+    ``meta.git_commit_datetime`` ("2024-02-05 15:40:12-08:00"). None when there is no date.
     """
     info = meta.get("meta") if isinstance(meta.get("meta"), dict) else {}
     # current_datetime is when the checkpoint was written (git_* describe the training script's repo).
     date = _iso_date(info.get("current_datetime")) or _iso_date(info.get("git_commit_datetime"))
     if date is None:
-        return "current"
+        return None
     return "legacy" if date < MARKER_SCHEME_CHANGE_DATE else "current"
 
 
