@@ -3,6 +3,9 @@ exhaustive exact mode."""
 from __future__ import annotations
 
 import heapq
+from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import defaultdict
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -70,6 +73,8 @@ class Searcher:
         self.codec = codec
         self.segments = list(segments)
         self._centroids_t = np.ascontiguousarray(codec.centroids.T)
+        # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
+        self.stage_seconds: dict[str, float] = defaultdict(float)
 
     def _masks(self, allowed) -> list[np.ndarray | None]:
         if allowed is not None and len(allowed) != len(self.segments):
@@ -100,12 +105,29 @@ class Searcher:
         if params.exhaustive:
             return self._exhaustive(Qs, k, masks)
         out: list[list[Hit]] = []
-        for a in range(0, len(Qs), _SCORE_BATCH):
-            # one matmul scores the centroids for a batch of queries
-            batch = Qs[a:a + _SCORE_BATCH]
-            stacked = torch.from_numpy(np.concatenate(batch)) @ torch.from_numpy(self._centroids_t)
-            rows = np.split(stacked.numpy(), np.cumsum([q.shape[0] for q in batch])[:-1])
-            out.extend(self._plaid_one(q, sc, k, params, masks) for q, sc in zip(batch, rows))
+        threads = torch.get_num_threads()
+        pool = ThreadPoolExecutor(threads) if threads > 1 and len(Qs) > 1 else None
+        try:
+            for a in range(0, len(Qs), _SCORE_BATCH):
+                # one matmul scores the centroids for a batch of queries
+                batch = Qs[a:a + _SCORE_BATCH]
+                t0 = time.perf_counter()
+                stacked = torch.from_numpy(np.concatenate(batch)) @ torch.from_numpy(self._centroids_t)
+                rows = np.split(stacked.numpy(), np.cumsum([q.shape[0] for q in batch])[:-1])
+                self.stage_seconds["centroid_scores"] += time.perf_counter() - t0
+                if pool is None:
+                    out.extend(self._plaid_one(q, sc, k, params, masks) for q, sc in zip(batch, rows))
+                else:
+                    # queries in parallel (numpy and torch release the GIL); one torch thread each
+                    torch.set_num_threads(1)
+                    try:
+                        out.extend(pool.map(lambda qs: self._plaid_one(qs[0], qs[1], k, params, masks),
+                                            zip(batch, rows)))
+                    finally:
+                        torch.set_num_threads(threads)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return out
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
@@ -116,8 +138,12 @@ class Searcher:
         nrerank = max(k, params.nrerank or params.ndocs // 4)
         qb = np.array([0, Q.shape[0]], dtype=np.int64)
         hits: list[Hit] = []
+        st = self.stage_seconds
         for s, seg in enumerate(self.segments):
+            t0 = time.perf_counter()
             docs = candidate_docs(seg, cells, masks[s])
+            t1 = time.perf_counter()
+            st["candidates"] += t1 - t0
             if docs.size == 0:
                 continue
             if docs.size > params.ndocs:
@@ -128,9 +154,12 @@ class Searcher:
             if docs.size > nrerank:
                 approx = approx_scores(seg, docs, scores)
                 docs = np.sort(docs[np.argpartition(-approx, nrerank - 1)[:nrerank]])
+            t2 = time.perf_counter()
+            st["approx"] += t2 - t1
             exact = maxsim_docs(self.codec, seg, docs, Q, qb)[0]
             top = np.argsort(-exact, kind="stable")[:k]
             hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
+            st["exact"] += time.perf_counter() - t2
         return heapq.nlargest(k, hits, key=lambda h: h[2])
 
     # ---- exhaustive ---------------------------------------------------------------------------

@@ -1,0 +1,329 @@
+#!/usr/bin/env python3
+"""Search benchmark: colxm vs colbert-ai (PLAID) vs fast-plaid on the SAME stored token vectors.
+
+Prints per engine: build seconds (vectors already in memory, encoding excluded), index bytes per
+vector (all files on disk, inverted lists included), peak RSS of the search process, and a
+latency-quality curve (p50/p95 ms single query, ms/query batched, 2 threads) against overlap@10
+with exhaustive exact MaxSim on the uncompressed vectors; colxm also against its own exhaustive
+exact mode over the compressed index. JSON summary as the last line.
+
+Vectors: benchmarks/search_encode.py (e5-small + fixed random orthonormal 384->128 projection).
+This script centres them (subtracts the mean document token vector, renormalises: one fixed map
+applied to documents and queries alike), because the raw e5 token vectors all lie in a narrow cone
+(mean cosine 0.68 between random tokens) where every centroid passes any pruning threshold and the
+exact top-10 is decided by score gaps of 0.02 on 27 (see benchmarks/README.md).
+
+  flock /tmp/colxm-cpu.lock .venv/bin/python benchmarks/search.py --chunks 15
+Phases run as subprocesses so that each engine's search RSS is its own; every engine's index and
+results are cached under --work (delete it to rebuild).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = "/tmp/peers"
+COLBERT_PY = f"{PEERS}/venv-colbert/bin/python"
+PYLATE_PY = f"{PEERS}/venv-pylate/bin/python"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def dir_size(path):
+    return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs
+               if not os.path.islink(os.path.join(r, f)))
+
+
+# ---- data ----------------------------------------------------------------------------------------
+def prepare(emb, chunks, data):
+    if os.path.exists(os.path.join(data, "exact_ids.npy")):
+        return
+    import torch
+    os.makedirs(data, exist_ok=True)
+    E = np.concatenate([np.load(os.path.join(emb, f"docs.{i:03d}.npy")) for i in range(chunks)]).astype(np.float32)
+    L = np.concatenate([np.load(os.path.join(emb, f"doclens.{i:03d}.npy")) for i in range(chunks)]).astype(np.int32)
+    Q = np.load(os.path.join(emb, "queries.npy")).astype(np.float32)
+    mu = E.mean(0)
+    E -= mu
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    Q -= mu
+    Q /= np.linalg.norm(Q, axis=-1, keepdims=True)
+    np.save(os.path.join(data, "docs.npy"), E.astype(np.float16))
+    np.save(os.path.join(data, "doclens.npy"), L)
+    np.save(os.path.join(data, "queries.npy"), Q)
+    # exact MaxSim over the stored (fp16) vectors, docs padded with their last token
+    E16 = torch.from_numpy(E.astype(np.float16))
+    off = np.zeros(len(L) + 1, np.int64)
+    np.cumsum(L, out=off[1:])
+    Qf = torch.from_numpy(Q).reshape(-1, Q.shape[-1])
+    scores = torch.empty(Q.shape[0], len(L))
+    for a in range(0, len(L), 256):
+        b = min(len(L), a + 256)
+        lens = torch.from_numpy(L[a:b].astype(np.int64))
+        M = int(lens.max())
+        idx = torch.from_numpy(off[a:b])[:, None] + torch.minimum(torch.arange(M)[None], lens[:, None] - 1)
+        s = Qf @ E16[idx.reshape(-1)].float().T
+        scores[:, a:b] = s.view(Q.shape[0], Q.shape[1], b - a, M).amax(-1).sum(1)
+    top = scores.topk(11, dim=1)
+    np.save(os.path.join(data, "exact_ids.npy"), top.indices[:, :10].numpy())
+    gap = (top.values[:, 9] - top.values[:, 10]).mean().item()
+    json.dump({"n_docs": int(len(L)), "n_tokens": int(L.sum()), "n_queries": int(Q.shape[0]),
+               "gap_10_11": gap, "score_10": top.values[:, 9].mean().item()}, open(os.path.join(data, "info.json"), "w"))
+
+
+def overlap(ids, exact, k=10):
+    return float(np.mean([len(set(list(a)[:k]) & set(e[:k].tolist())) / k for a, e in zip(ids, exact)]))
+
+
+# ---- colxm phases (run in this venv as subprocesses) -----------------------------------------------
+def colxm_build(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    from colxm.index.codec import train_codec
+    from colxm.index.ivf import build_ivf
+    from colxm.index.kmeans import KMeansConfig, num_centroids_for
+
+    E = np.load(os.path.join(args.data, "docs.npy"))
+    L = np.load(os.path.join(args.data, "doclens.npy"))
+    os.makedirs(args.index, exist_ok=True)
+    t0 = time.perf_counter()
+    K = args.centroids or num_centroids_for(len(E))
+    cfg = KMeansConfig(niter=args.niter, max_points_per_centroid=args.points_per_centroid, seed=0)
+    rng = np.random.default_rng(0)
+    sample = E[np.sort(rng.choice(len(E), size=min(len(E), args.points_per_centroid * K + 50_000), replace=False))]
+    codec = train_codec(sample.astype(np.float32), nbits=args.nbits, num_centroids=K, seed=0, config=cfg)
+    t1 = time.perf_counter()
+    codes = np.empty(len(E), np.uint16 if K <= 65536 else np.int32)
+    residuals = np.empty((len(E), codec.packed_dim), np.uint8)
+    for a in range(0, len(E), 1 << 16):
+        c, r = codec.compress(E[a:a + (1 << 16)].astype(np.float32), fast=True)
+        codes[a:a + len(c)] = c
+        residuals[a:a + len(c)] = r
+    t2 = time.perf_counter()
+    ivf_offsets, ivf_docs = build_ivf(codes, L, K)
+    if len(L) <= 65536:
+        ivf_docs = ivf_docs.astype(np.uint16)
+    t3 = time.perf_counter()
+    # doc_offsets are cumulative doclens, computed at open; per-doc codes are derived from the IVF
+    for name, arr in {**{f"codec_{k}": v for k, v in codec.to_arrays().items()}, "codes": codes,
+                      "residuals": residuals, "doclens": L, "ivf_offsets": ivf_offsets, "ivf_docs": ivf_docs}.items():
+        np.save(os.path.join(args.index, name + ".npy"), arr)
+    t4 = time.perf_counter()
+    print(json.dumps({"build_s": t4 - t0, "phases_s": {"train": t1 - t0, "compress": t2 - t1, "ivf": t3 - t2,
+                      "write": t4 - t3}, "num_centroids": K, "peak_rss_mb": rss_mb()}))
+
+
+def open_colxm(index):
+    from colxm.index.codec import ResidualCodec
+    from colxm.search import SegmentData
+
+    arrays = {k: np.load(os.path.join(index, f"codec_{k}.npy"))
+              for k in ("nbits", "centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")}
+    codec = ResidualCodec.from_arrays(arrays)
+    m = {k: np.load(os.path.join(index, k + ".npy"), mmap_mode="r")
+         for k in ("codes", "residuals", "doclens", "ivf_offsets", "ivf_docs")}
+    offsets = np.zeros(len(m["doclens"]) + 1, np.int64)
+    np.cumsum(m["doclens"], out=offsets[1:])
+    seg = SegmentData(doc_offsets=offsets, **m)
+    seg.ensure_doc_codes()
+    return codec, seg
+
+
+def colxm_search(args):
+    import torch
+    torch.set_num_threads(args.threads)
+    from colxm.search import SearchParams, Searcher
+
+    Q = np.load(os.path.join(args.data, "queries.npy"))
+    base = current_rss_mb()
+    codec, seg = open_colxm(args.index)
+    s = Searcher(codec, [seg])
+    out = []
+    for setting in json.loads(args.settings):
+        p = SearchParams(**setting)
+        r = timed_queries(lambda q: [h[1] for h in s.search(q, k=10, params=p)[0]],
+                          lambda Qb: s.search(Qb, k=10, params=p), Q)
+        r["setting"] = setting
+        out.append(r)
+    print(json.dumps({"search": out, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base}))
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed_queries(search_one, search_batch, Q):
+    search_one(Q[0])
+    lat, ids = [], []
+    for q in Q:
+        t0 = time.perf_counter()
+        ids.append([int(x) for x in search_one(q)])
+        lat.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    search_batch(Q)
+    a = np.array(lat) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+            "batched_ms_per_query": (time.perf_counter() - t0) * 1000 / len(Q), "ids": ids}
+
+
+# ---- orchestration --------------------------------------------------------------------------------
+def run_json(cmd, env=None, log_path=None):
+    log("$", " ".join(cmd))
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if log_path:
+        with open(log_path, "w") as fh:
+            fh.write(p.stdout + "\n---stderr---\n" + p.stderr)
+    lines = [ln for ln in p.stdout.strip().splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"{cmd[:4]} failed (rc {p.returncode}): {p.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+SETTINGS = {
+    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=32),
+              dict(ncells=1, centroid_score_threshold=0.45, ndocs=512, nrerank=64),
+              dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024, nrerank=128),
+              dict(ncells=4, centroid_score_threshold=0.4, ndocs=2048, nrerank=256),
+              dict(ncells=8, centroid_score_threshold=0.35, ndocs=4096, nrerank=1024),
+              dict(exhaustive=True)],
+    "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
+                dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
+                dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096),
+                dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192)],
+    "fastplaid": [dict(n_ivf_probe=4, n_full_scores=1024),
+                  dict(n_ivf_probe=8, n_full_scores=4096),
+                  dict(n_ivf_probe=16, n_full_scores=8192)],
+}
+
+
+def engine_cmds(engine, args, phase, index, settings=None):
+    me = os.path.abspath(__file__)
+    common = ["--data", args.data, "--index", index, "--nbits", str(args.nbits), "--threads", str(args.threads)]
+    extra = ["--settings", json.dumps(settings)] if settings is not None else []
+    if engine == "colxm":
+        return [sys.executable, me, f"colxm-{phase}", *common, "--centroids", str(args.centroids or 0),
+                "--niter", str(args.niter), "--points-per-centroid", str(args.points_per_centroid), *extra], None
+    peers = os.path.join(HERE, "search_peers.py")
+    if engine == "colbert":
+        return [COLBERT_PY, peers, "colbert", phase, *common, *extra], None
+    return [PYLATE_PY, peers, "fastplaid", phase, *common, *extra], {"PYTHONPATH": f"{PEERS}/fp17"}
+
+
+def index_dir(engine, args):
+    return os.path.join(args.work, f"{engine}.nbits{args.nbits}")
+
+
+def bench_engine(engine, args, info, exact):
+    index = index_dir(engine, args)
+    res_path = os.path.join(args.work, f"{engine}.nbits{args.nbits}.json")
+    if os.path.exists(res_path) and engine not in args.rerun:
+        return json.load(open(res_path))
+    cmd, env = engine_cmds(engine, args, "build", index)
+    build = run_json(cmd, env, res_path + ".build.log")
+    size = dir_size(index)
+    settings = json.loads(args.settings) if (args.settings and engine == "colxm") else SETTINGS[engine]
+    cmd, env = engine_cmds(engine, args, "search", index, settings)
+    search = run_json(cmd, env, res_path + ".search.log")
+    own_exact = None
+    for r in search["search"]:
+        if r["setting"].get("exhaustive"):
+            own_exact = np.array(r["ids"])
+    curve = []
+    for r in search["search"]:
+        row = {"setting": r["setting"], "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
+               "batched_ms_per_query": r["batched_ms_per_query"], "overlap@10": overlap(r["ids"], exact)}
+        if own_exact is not None:
+            row["overlap@10_vs_own_exhaustive"] = overlap(r["ids"], own_exact)
+        curve.append(row)
+    out = {"engine": engine, "nbits": args.nbits, "build_s": build["build_s"], "build": build,
+           "index_bytes": size, "bytes_per_vector": size / info["n_tokens"],
+           "search_peak_rss_mb": search["peak_rss_mb"], "search_baseline_rss_mb": search["baseline_rss_mb"],
+           "index_mb": size / 2**20, "curve": curve, "loadavg": os.getloadavg()}
+    json.dump(out, open(res_path, "w"), indent=1)
+    return out
+
+
+def dominance(results):
+    """For each peer setting: colxm's fastest p50 reaching at least the peer's overlap, and the ratio."""
+    ours = [r for r in results["colxm"]["curve"] if not r["setting"].get("exhaustive")]
+    rows = []
+    for eng, res in results.items():
+        if eng == "colxm":
+            continue
+        for r in res["curve"]:
+            ok = [o["p50_ms"] for o in ours if o["overlap@10"] >= r["overlap@10"]]
+            rows.append({"peer": eng, "setting": r["setting"], "peer_overlap": r["overlap@10"],
+                         "peer_p50_ms": r["p50_ms"], "colxm_p50_ms": min(ok) if ok else None,
+                         "ratio": (min(ok) / r["p50_ms"]) if ok else None})
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("phase", nargs="?", default="all", choices=["all", "colxm-build", "colxm-search"])
+    ap.add_argument("--emb", default="/tmp/colxm-bench/emb")
+    ap.add_argument("--chunks", type=int, default=15, help="chunks of 1000 passages from search_encode.py")
+    ap.add_argument("--work", default="/tmp/colxm-bench/run")
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--index", default=None)
+    ap.add_argument("--engines", default="colxm,colbert,fastplaid")
+    ap.add_argument("--rerun", default="", help="engines to rebuild even when cached")
+    ap.add_argument("--nbits", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--centroids", type=int, default=0)
+    ap.add_argument("--niter", type=int, default=4)
+    ap.add_argument("--points-per-centroid", type=int, default=32)
+    ap.add_argument("--settings", default=None)
+    args = ap.parse_args()
+    if args.phase == "colxm-build":
+        return colxm_build(args)
+    if args.phase == "colxm-search":
+        return colxm_search(args)
+    args.data = args.data or os.path.join(args.work, "data")
+    os.makedirs(args.work, exist_ok=True)
+    prepare(args.emb, args.chunks, args.data)
+    info = json.load(open(os.path.join(args.data, "info.json")))
+    exact = np.load(os.path.join(args.data, "exact_ids.npy"))
+    results = {}
+    for engine in args.engines.split(","):
+        results[engine] = bench_engine(engine, args, info, exact)
+        r = results[engine]
+        log(f"== {engine}: build {r['build_s']:.1f}s, {r['bytes_per_vector']:.2f} B/vector, "
+            f"search peak RSS {r['search_peak_rss_mb']:.0f} MB (baseline {r['search_baseline_rss_mb']:.0f} MB), "
+            f"index {r['index_mb']:.1f} MB")
+        for c in r["curve"]:
+            log(f"   {json.dumps(c['setting'])}: p50 {c['p50_ms']:.1f} p95 {c['p95_ms']:.1f} "
+                f"batched {c['batched_ms_per_query']:.1f} ms/q, overlap@10 {c['overlap@10']:.3f}"
+                + (f" (vs own exhaustive {c['overlap@10_vs_own_exhaustive']:.3f})"
+                   if "overlap@10_vs_own_exhaustive" in c else ""))
+    summary = {"data": info, "chunks": args.chunks, "results": results}
+    if "colxm" in results and len(results) > 1:
+        summary["dominance"] = dominance(results)
+        for d in summary["dominance"]:
+            log("  ", d)
+        if "colbert" in results:
+            summary["build_speedup_vs_colbert"] = results["colbert"]["build_s"] / results["colxm"]["build_s"]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
