@@ -113,6 +113,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--query-maxlen", type=int, default=32)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--train-minutes", type=float, help="stop training after this long (checkpoint kept)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tdp", type=float, default=65.0, help="W, for the energy estimate")
     ap.add_argument("--sets", default="xquad-r/en,xquad-r/de,manpages/en,manpages/de")
@@ -168,7 +169,7 @@ def main(argv=None) -> dict:
                       learning_rate=args.lr, projection_lr=args.projection_lr, warmup_ratio=args.warmup,
                       trainable_layers=args.trainable_layers,
                       save_steps=max(50, args.steps // 4), save_total_limit=1, logging_steps=10,
-                      seed=args.seed, tdp_watts=args.tdp)
+                      seed=args.seed, tdp_watts=args.tdp, max_minutes=args.train_minutes)
     if args.recipe == "dpr":
         from colxm.train.dense import train_dense
 

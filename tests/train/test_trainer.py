@@ -95,7 +95,7 @@ def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
     from colxm.train import trainer as tr
 
     orig = tr._make_hf_trainer
-    tr._make_hf_trainer = lambda **kw: orig(callbacks=[StopAt()], **kw)
+    tr._make_hf_trainer = lambda **kw: orig(**{**kw, "callbacks": [StopAt()]})
     try:
         first = train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=5, save_steps=3, logging_steps=1))
     finally:
@@ -161,3 +161,9 @@ def test_projection_learning_rate_is_separate(tmp_path, tiny_encoder):
     moved = {n: (p - before[n]).abs().max().item() for n, p in tiny_encoder.model.named_parameters()}
     assert moved["linear.weight"] > 1e-3
     assert max(v for n, v in moved.items() if n != "linear.weight") < 1e-6
+
+
+def test_time_budget_stops_with_a_checkpoint(tmp_path, tiny_encoder):
+    summary = train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=1000, save_steps=500, max_minutes=1e-9))
+    assert summary["steps"] == 1  # stopped after the first step
+    assert (tmp_path / "run" / "checkpoint-1" / "trainable.safetensors").exists()

@@ -55,6 +55,7 @@ class TrainConfig:
     logging_steps: int = 10
     seed: int = 0
     resume: bool = True  # continue from the latest checkpoint-N in output_dir when there is one
+    max_minutes: float | None = None  # stop (with a checkpoint) once training has run this long
     tdp_watts: float = 65.0  # power draw assumed for the energy estimate (set your device's TDP)
     carbon_intensity: float = 0.432  # kg CO2e per kWh (set your grid's)
 
@@ -230,6 +231,23 @@ def _make_hf_trainer(**kwargs):
     return ColxmHFTrainer(**kwargs)
 
 
+def _time_budget(minutes: float):
+    """A callback that ends training (saving a checkpoint) after ``minutes`` of wall time."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.perf_counter() - self.t0 > minutes * 60:
+                log.info("time budget of %.1f min reached at step %d", minutes, state.global_step)
+                control.should_training_stop = True
+                control.should_save = True
+
+    return TimeBudget()
+
+
 def _use_bf16(precision: str) -> bool:
     if precision == "bf16":
         return True
@@ -282,8 +300,9 @@ def run_training(
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+    callbacks = [_time_budget(cfg.max_minutes)] if cfg.max_minutes else None
     trainer = _make_hf_trainer(
-        model=module, args=args, train_dataset=_ListDataset(dataset), data_collator=collator, save_fn=save_fn,
+        callbacks=callbacks, model=module, args=args, train_dataset=_ListDataset(dataset), data_collator=collator, save_fn=save_fn,
         projection_lr=cfg.projection_lr,
     )
     last = get_last_checkpoint(str(out)) if cfg.resume else None
