@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from colxm.errors import CheckpointError, InputError, LanguageError
-from colxm.train.adapters import AdapterMLMModule, add_language_adapter, read_text_lines, train_language_adapter
+from colxm.train.adapters import add_language_adapter, read_text_lines, train_language_adapter
 from colxm.train.trainer import TrainConfig
 
 TEXTS = [

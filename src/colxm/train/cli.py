@@ -136,7 +136,8 @@ def train_command(
         from colxm.train.trainer import TrainConfig
 
         cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                          learning_rate=lr, projection_lr=projection_lr, warmup_ratio=warmup, trainable_layers=trainable_layers,
+                          learning_rate=lr, projection_lr=projection_lr, warmup_ratio=warmup,
+                          trainable_layers=trainable_layers,
                           freeze_embeddings=freeze_embeddings, freeze_adapters=freeze_adapters,
                           precision=precision, save_steps=save_steps, tdp_watts=tdp,
                           carbon_intensity=carbon_intensity, seed=seed)

@@ -302,8 +302,8 @@ def run_training(
     )
     callbacks = [_time_budget(cfg.max_minutes)] if cfg.max_minutes else None
     trainer = _make_hf_trainer(
-        callbacks=callbacks, model=module, args=args, train_dataset=_ListDataset(dataset), data_collator=collator, save_fn=save_fn,
-        projection_lr=cfg.projection_lr,
+        callbacks=callbacks, model=module, args=args, train_dataset=_ListDataset(dataset),
+        data_collator=collator, save_fn=save_fn, projection_lr=cfg.projection_lr,
     )
     last = get_last_checkpoint(str(out)) if cfg.resume else None
     if last:
