@@ -35,3 +35,30 @@ def test_batch_order_and_size_do_not_change_vectors(tiny_bert):
     for a, b, c in zip(alone, batched, streamed):
         np.testing.assert_allclose(a, b, atol=1e-6)
         np.testing.assert_allclose(a, c, atol=1e-6)
+
+
+def test_iter_documents_streams_in_chunks(tiny_bert):
+    enc = Encoder.from_pretrained(tiny_bert, chunk_size=4)
+    consumed = []
+
+    def gen():
+        for i in range(10):
+            consumed.append(i)
+            yield f"document number {i} about rome"
+
+    it = enc.iter_documents(gen(), batch_size=3)
+    first = next(it)
+    assert len(consumed) == 4  # only the first chunk was read
+    rest = list(it)
+    assert len(rest) == 9 and len(consumed) == 10
+    whole = enc.encode_documents([f"document number {i} about rome" for i in range(10)])
+    np.testing.assert_allclose(first, whole[0], atol=1e-6)
+
+
+def test_xmod_languages_with_a_stream(tiny_xmod):
+    enc = Encoder.from_pretrained(tiny_xmod, chunk_size=2)
+    texts = ["hello world", "hallo welt", "bonjour le monde"]
+    langs = ["en", "de", "fr"]
+    streamed = list(enc.iter_documents(iter(texts), languages=langs))
+    for t, l, s in zip(texts, langs, streamed):
+        np.testing.assert_allclose(s, enc.encode_documents([t], languages=l)[0], atol=1e-6)
