@@ -20,6 +20,12 @@ import torch
 from colxm.modeling.config import ColBERTConfig
 
 
+# colxm extension of artifact.metadata: text put before every query / document before tokenising
+# (backbones such as e5 were trained with "query: " / "passage: "); absent in colbert-ai checkpoints.
+QUERY_PREFIX_KEY = "colxm_query_prefix"
+DOC_PREFIX_KEY = "colxm_doc_prefix"
+
+
 class ColBERTTokenizer:
     """Wraps a Hugging Face fast tokenizer with colbert-ai's marker and augmentation rules."""
 
@@ -32,6 +38,11 @@ class ColBERTTokenizer:
         mask_id = tokenizer.mask_token_id
         self.mask_id = int(mask_id if mask_id is not None else tokenizer.pad_token_id)
         self.skip_table = self._skip_table()
+
+    def _prefixed(self, texts: Sequence[str], key: str) -> list[str]:
+        """Texts with the model's text prefix (a colxm extension, e.g. e5's "query: "), if any."""
+        prefix = self.config.extra.get(key, "")
+        return [prefix + t for t in texts] if prefix else list(texts)
 
     @property
     def vocab_size(self) -> int:
@@ -60,6 +71,7 @@ class ColBERTTokenizer:
     def document_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Unpadded ids per document: [CLS] [D] tokens... [SEP], truncated to doc_maxlen."""
         maxlen = self.config.doc_maxlen
+        texts = self._prefixed(texts, DOC_PREFIX_KEY)
         if self.config.marker_scheme == "legacy":
             ids = self.tok([". " + t for t in texts], truncation="longest_first",
                            max_length=maxlen)["input_ids"]
@@ -92,6 +104,7 @@ class ColBERTTokenizer:
     def tokenize_queries(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """[CLS] [Q] tokens... [SEP] [MASK]... padded to query_maxlen, as colbert-ai's tensorize."""
         maxlen = self.config.query_maxlen
+        texts = self._prefixed(texts, QUERY_PREFIX_KEY)
         if self.config.marker_scheme == "legacy":
             obj = self.tok([". " + t for t in texts], padding="max_length", truncation=True,
                            return_tensors="pt", max_length=maxlen)

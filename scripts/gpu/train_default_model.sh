@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Train (and evaluate) colxm's default model on a lent GPU machine (the `device` tool), from the
+# repository root. See scripts/gpu/README.md for what is carried and the exact calls.
+# Env: VARIANTS="top4:colbert:4 dpr4:dpr:4" STEPS=1000 BATCH=64 LR=3e-5 SETS=xquad-r/en,...
+#      BASELINES=1 (evaluate untrained MaxSim and e5 mean-pooled dense too) SHIP="top4"
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+STEPS=${STEPS:-1000}; BATCH=${BATCH:-64}; LR=${LR:-3e-5}
+VARIANTS=${VARIANTS:-"top4:colbert:4"}; SHIP=${SHIP:-top4}; BASELINES=${BASELINES:-1}
+SETS=${SETS:-}
+W=/tmp/work; mkdir -p $W/runs $W/quality
+if [ ! -d /tmp/site/transformers ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+if [ ! -f $W/base/model.safetensors ]; then
+  gunzip -c .carry/backbone/tokenizer.json.gz > .carry/backbone/tokenizer.json
+  python3 scripts/gpu/unpack_backbone.py .carry/backbone $W/base
+  if [ -n "${QUERY_PREFIX:-}" ]; then  # e5 was trained with "query: " / "passage: " prefixes
+    python3 - "$W/base/artifact.metadata" "$QUERY_PREFIX" "$DOC_PREFIX" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1])); m.update(colxm_query_prefix=sys.argv[2], colxm_doc_prefix=sys.argv[3])
+json.dump(m, open(sys.argv[1], "w"), indent=4)
+PY
+  fi
+fi
+[ -f $W/triples.jsonl ] || gunzip -c .carry/triples2.jsonl.gz > $W/triples.jsonl
+for t in .carry/data*.tar.gz; do [ -f "$t" ] && mkdir -p $W/data && tar xzf "$t" -C $W/data; done
+nvidia-smi --query-gpu=name,power.limit --format=csv,noheader
+
+evaluate() {  # evaluate: NAME KIND PATH  -> $W/quality/NAME.json, then merged into $OUT/quality.json
+  [ -d $W/data ] || return 0
+  local sets=${SETS:-$(cd $W/data && ls -d */* | tr '\n' ',')}
+  python3 benchmarks/quality_models.py --data $W/data --sets "$sets" --$2 "$1=$3" --out $W/quality/$1.json > /dev/null
+  python3 - "$W/quality" "$OUT/quality.json" <<'PY'
+import json, sys, pathlib
+merged = {}
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+    r = json.loads(f.read_text())
+    for s, row in r["sets"].items():
+        merged.setdefault(s, {}).update(row)
+pathlib.Path(sys.argv[2]).write_text(json.dumps(merged, indent=1))
+PY
+}
+if [ "$BASELINES" = 1 ]; then
+  [ -f $W/quality/base.json ] || evaluate base colbert $W/base
+  [ -f $W/quality/e5-mean.json ] || evaluate e5-mean dense $W/base:mean
+fi
+for v in $VARIANTS; do
+  IFS=: read -r name recipe layers <<<"$v"
+  python3 -c "from colxm.train.cli import app; app()" train $W/triples.jsonl --model $W/base \
+      --out $W/runs/$name --recipe $recipe --steps $STEPS --batch-size $BATCH --lr $LR --warmup 0.1 \
+      --trainable-layers $layers --save-steps 100000 --tdp 700 --carbon-intensity 0.432 2>&1 | tail -1
+  python3 - "$W/runs" "$OUT/summaries.json" <<'PY'
+import json, sys, pathlib
+out = {d.name: json.loads((d / "summary.json").read_text()) for d in pathlib.Path(sys.argv[1]).iterdir()
+       if (d / "summary.json").is_file()}
+pathlib.Path(sys.argv[2]).write_text(json.dumps(out, indent=1))
+PY
+  if [ "$recipe" = colbert ]; then
+    evaluate $name colbert $W/runs/$name
+    if [ "$name" = "$SHIP" ]; then
+      python3 scripts/gpu/extract_delta.py $W/runs/$name $W/base $OUT/ship
+      cp $W/runs/$name/loss.png $OUT/ship/loss.png 2>/dev/null || true
+    fi
+  else
+    evaluate $name dense $W/runs/$name:mean
+  fi
+done
