@@ -145,7 +145,7 @@ def colxm_search(args):
     torch.set_num_threads(args.threads)
     from colxm.search import SearchParams, Searcher
 
-    Q = np.load(os.path.join(args.data, "queries.npy"))
+    Q = np.load(os.path.join(args.data, "queries.npy"))[: args.queries]
     base = current_rss_mb()
     codec, seg = open_colxm(args.index)
     s = Searcher(codec, [seg])
@@ -209,15 +209,16 @@ SETTINGS = {
                 dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
                 dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096),
                 dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192)],
-    "fastplaid": [dict(n_ivf_probe=4, n_full_scores=1024),
-                  dict(n_ivf_probe=8, n_full_scores=4096),
-                  dict(n_ivf_probe=16, n_full_scores=8192)],
+    "fastplaid": [dict(n_ivf_probe=2, n_full_scores=256),
+                  dict(n_ivf_probe=4, n_full_scores=1024),
+                  dict(n_ivf_probe=8, n_full_scores=4096)],
 }
 
 
 def engine_cmds(engine, args, phase, index, settings=None):
     me = os.path.abspath(__file__)
-    common = ["--data", args.data, "--index", index, "--nbits", str(args.nbits), "--threads", str(args.threads)]
+    common = ["--data", args.data, "--index", index, "--nbits", str(args.nbits), "--threads", str(args.threads),
+              "--queries", str(args.queries)]
     extra = ["--settings", json.dumps(settings)] if settings is not None else []
     if engine == "colxm":
         return [sys.executable, me, f"colxm-{phase}", *common, "--centroids", str(args.centroids or 0),
@@ -293,6 +294,7 @@ def main():
     ap.add_argument("--niter", type=int, default=4)
     ap.add_argument("--points-per-centroid", type=int, default=32)
     ap.add_argument("--settings", default=None)
+    ap.add_argument("--queries", type=int, default=200, help="first N of the 200 encoded queries")
     args = ap.parse_args()
     if args.phase == "colxm-build":
         return colxm_build(args)
@@ -302,7 +304,8 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     prepare(args.emb, args.chunks, args.data)
     info = json.load(open(os.path.join(args.data, "info.json")))
-    exact = np.load(os.path.join(args.data, "exact_ids.npy"))
+    exact = np.load(os.path.join(args.data, "exact_ids.npy"))[: args.queries]
+    info["n_queries_used"] = int(len(exact))
     results = {}
     for engine in args.engines.split(","):
         results[engine] = bench_engine(engine, args, info, exact)

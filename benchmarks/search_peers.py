@@ -34,8 +34,8 @@ def current_rss_mb():
     return float("nan")
 
 
-def load(data, queries_only=False):
-    Q = np.load(os.path.join(data, "queries.npy"))
+def load(data, queries_only=False, n_queries=None):
+    Q = np.load(os.path.join(data, "queries.npy"))[:n_queries]
     if queries_only:
         return None, None, Q
     return np.load(os.path.join(data, "docs.npy")), np.load(os.path.join(data, "doclens.npy")), Q
@@ -107,7 +107,7 @@ def colbert_search(args):
     from colbert import Searcher
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
-    _, _, Q = load(args.data, queries_only=True)
+    _, _, Q = load(args.data, queries_only=True, n_queries=args.queries)
     base = current_rss_mb()
     root, name = args.index, "bench"
     out = []
@@ -142,7 +142,7 @@ def fastplaid_search(args):
     torch.set_num_threads(args.threads)
     from fast_plaid import search
 
-    _, _, Q = load(args.data, queries_only=True)
+    _, _, Q = load(args.data, queries_only=True, n_queries=args.queries)
     base = current_rss_mb()
     fp = search.FastPlaid(index=args.index, device="cpu")
     Qt = torch.from_numpy(Q)
@@ -166,6 +166,7 @@ def main():
     ap.add_argument("--nbits", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", default="[{}]")
+    ap.add_argument("--queries", type=int, default=None)
     args = ap.parse_args()
     {"colbert": {"build": colbert_build, "search": colbert_search},
      "fastplaid": {"build": fastplaid_build, "search": fastplaid_search}}[args.engine][args.phase](args)
