@@ -199,15 +199,18 @@ def run_json(cmd, env=None, log_path=None):
 
 
 SETTINGS = {
-    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=32),
-              dict(ncells=1, centroid_score_threshold=0.45, ndocs=512, nrerank=64),
-              dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024, nrerank=128),
-              dict(ncells=4, centroid_score_threshold=0.4, ndocs=2048, nrerank=256),
-              dict(ncells=8, centroid_score_threshold=0.35, ndocs=4096, nrerank=1024),
+    "colxm": [dict(ncells=2, centroid_score_threshold=0.3, ndocs=256, nrerank=32),
+              dict(ncells=4, centroid_score_threshold=0.3, ndocs=512, nrerank=64),
+              dict(ncells=4, centroid_score_threshold=0.3, ndocs=1024, nrerank=128),
+              dict(ncells=8, centroid_score_threshold=0.3, ndocs=2048, nrerank=256),
+              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
+              dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=1024),
               dict(exhaustive=True)],
+    # colbert-ai's own defaults (k=10, k<=100, k>100) and lower thresholds, which suit these vectors
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
                 dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
                 dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096),
+                dict(ncells=4, centroid_score_threshold=0.3, ndocs=4096),
                 dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192)],
     "fastplaid": [dict(n_ivf_probe=2, n_full_scores=256),
                   dict(n_ivf_probe=4, n_full_scores=1024),

@@ -37,8 +37,10 @@ def candidate_docs(seg: SegmentData, cells: np.ndarray, mask: np.ndarray | None)
 
 
 def pruned(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Centroid scores [Lq, K] with the columns of pruned centroids set to -1e4."""
-    return np.where(scores.max(0) >= threshold, scores, NEG)
+    """Centroid scores [Lq, K] with the columns of pruned centroids set to -1e4 (``scores``
+    itself when no centroid is pruned)."""
+    keep = scores.max(0) >= threshold
+    return scores if keep.all() else np.where(keep, scores, NEG)
 
 
 def approx_scores(seg: SegmentData, docs: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -146,13 +146,18 @@ class Searcher:
             st["candidates"] += t1 - t0
             if docs.size == 0:
                 continue
+            approx = None
             if docs.size > params.ndocs:
                 if scores_pruned is None:
                     scores_pruned = pruned(scores, params.centroid_score_threshold)
                 approx = approx_scores(seg, docs, scores_pruned)
-                docs = np.sort(docs[np.argpartition(-approx, params.ndocs - 1)[:params.ndocs]])
+                keep = np.sort(np.argpartition(-approx, params.ndocs - 1)[:params.ndocs])
+                docs, approx = docs[keep], approx[keep]
             if docs.size > nrerank:
-                approx = approx_scores(seg, docs, scores)
+                # PLAID's second pass scores the survivors without pruning; when nothing was
+                # pruned the first pass already gave those scores
+                if approx is None or scores_pruned is not scores:
+                    approx = approx_scores(seg, docs, scores)
                 docs = np.sort(docs[np.argpartition(-approx, nrerank - 1)[:nrerank]])
             t2 = time.perf_counter()
             st["approx"] += t2 - t1
