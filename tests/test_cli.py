@@ -182,3 +182,33 @@ def test_readme_opens_with_the_two_quickstart_commands():
     assert install.index("pip install torch==2.13.0") < install.index("pip install -e")
     assert install.endswith("colxm demo")  # the command test_demo_on_tiny_model runs on a tiny model
     assert tests == "python -m pytest -q"
+
+
+def test_import_colbert_reproduces_colbert_ai_ranking(tmp_path):
+    """The fixture index was built and searched by colbert-ai 0.2.22 (scripts/colbert_index/)."""
+    import numpy as np
+
+    from colxm.index.index import Index
+    from colxm.search import SearchParams
+
+    fix = Path(__file__).resolve().parent / "fixtures" / "colbert_index"
+    expected = json.loads((fix / "expected.json").read_text())
+    coll = tmp_path / "collection.tsv"
+    coll.write_text("".join(f"doc-{i}\tpassage {i}\n" for i in range(300)))
+    res = run("import-colbert", str(fix / "index"), "--index", str(tmp_path / "imported"), "--collection", str(coll))
+    assert res.exit_code == 0, res.output
+    assert "300 documents imported" in res.stdout
+    idx = Index.open(tmp_path / "imported")
+    wide = expected["settings"][1]  # colbert-ai scored every document exactly with this setting
+    hits = idx.search_embeddings(list(np.load(fix / "queries.npy")), k=10, params=SearchParams(exhaustive=True))
+    for got, want in zip(hits, wide["top10"]):
+        assert [h.id for h in got] == [f"doc-{p}" for p in want["pids"]]
+        np.testing.assert_allclose([h.score for h in got], want["scores"], rtol=1e-4, atol=1e-4)
+    assert idx.get("doc-7")[0].text == "passage 7"
+    idx.close()
+    short = tmp_path / "short.tsv"
+    short.write_text("a\tb\n")
+    fails(run("import-colbert", str(fix / "index"), "--index", str(tmp_path / "x"), "--collection", str(short)),
+          "has 1 documents but the colbert-ai index has 300")
+    fails(run("import-colbert", str(tmp_path), "--index", str(tmp_path / "y")), "not a complete colbert-ai index")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
