@@ -151,7 +151,8 @@ def test_default_model_path_builds_once_and_loads(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.linalg.norm(docs[0], axis=1), 1.0, atol=1e-5)
 
 
-def test_shipped_projection_hook(tmp_path, monkeypatch):
+@pytest.mark.parametrize("layout", ["delta", "weights"])
+def test_shipped_projection_hook(tmp_path, monkeypatch, layout):
     from safetensors.numpy import save_file
 
     cache = tmp_path / "cache"
@@ -160,9 +161,15 @@ def test_shipped_projection_hook(tmp_path, monkeypatch):
     shipped.mkdir()
     trained = np.random.default_rng(1).standard_normal((8, H)).astype(np.float32)
     layer = np.random.default_rng(2).standard_normal((FF, H)).astype(np.float16)
-    save_file({"linear.weight": trained, "bert.encoder.layer.0.intermediate.dense.weight": layer},
-              str(shipped / "delta.safetensors"))
-    (shipped / "delta.json").write_text(json.dumps({"colbert_config": {"dim": 8, "query_maxlen": 12, "doc_maxlen": 20}}))
+    tensors = {"linear.weight": trained, "bert.encoder.layer.0.intermediate.dense.weight": layer}
+    if layout == "delta":  # colxm.train.delta.export_delta
+        save_file(tensors, str(shipped / "delta.safetensors"))
+        (shipped / "delta.json").write_text(json.dumps({"colbert_config": {
+            "dim": 8, "query_maxlen": 12, "doc_maxlen": 20, "colxm_query_prefix": "query: "}}))
+    else:  # scripts/gpu/extract_delta.py
+        save_file(tensors, str(shipped / "weights.safetensors"))
+        (shipped / "default_model.json").write_text(json.dumps({
+            "dim": 8, "query_maxlen": 12, "doc_maxlen": 20, "extra": {"colxm_query_prefix": "query: "}, "name": "x"}))
     monkeypatch.setenv("COLXM_CACHE", str(cache))
     monkeypatch.setattr(dm, "SHIPPED_DIR", shipped)
     path = dm.default_model_path()
@@ -174,6 +181,7 @@ def test_shipped_projection_hook(tmp_path, monkeypatch):
     np.testing.assert_array_equal(weights["bert.encoder.layer.0.intermediate.dense.weight"], layer.astype(np.float32))
     meta = json.loads((path / "artifact.metadata").read_text())
     assert meta["dim"] == 8 and meta["query_maxlen"] == 12 and meta["doc_maxlen"] == 20
+    assert meta["colxm_query_prefix"] == "query: "
 
 
 def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):

