@@ -13,6 +13,8 @@ JSON summary of all sets as the LAST line.
 
 usage: flock /tmp/colxm-cpu.lock python benchmarks/quality.py [--data ../shared/data]
            [--sets xquad-r/en,manpages/de] [--model default] [--max-queries 2000] [--threads 2]
+           [--out results.jsonl]
+       python benchmarks/quality.py --table results.jsonl     (markdown table of a results file)
 """
 from __future__ import annotations
 
@@ -185,7 +187,24 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
     return row
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """One line per set, MRR@10 / R@100 / nDCG@10 per system (for benchmarks/README.md)."""
+    systems = list(dict.fromkeys(name for r in rows for name in r["systems"]))
+    head = "| set | docs | queries | " + " | ".join(systems) + " |"
+    lines = [head, "|" + "---|" * (3 + len(systems))]
+    for r in rows:
+        cells = []
+        for name in systems:
+            m = r["systems"].get(name)
+            cells.append(" / ".join(f"{m[x]:.3f}" for x in MEASURES) if m else "–")
+        lines.append(f"| {r['set']} | {r['documents']} | {r['queries']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--table":  # quality.py --table results.jsonl
+        print(markdown_table([json.loads(x) for x in Path(sys.argv[2]).read_text().splitlines() if x.strip()]))
+        return
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=here.parent.parent / "shared" / "data")
