@@ -219,7 +219,10 @@ def search_command(
         raise InputError("the query is empty")
     idx = open_index(index, model)
     hits = idx.search(query, k=k, languages=lang, where=parse_where(where))[0]
-    explanations = [explain_hit(idx.encoder, query, lang, h) for h in hits] if explain else None
+    if explain:
+        from colxm.explain import explain_hit, format_explanation
+
+        explanations = [explain_hit(idx.encoder, query, lang, h) for h in hits]
     if as_json:
         out = {"query": query, "results": [
             {"rank": r, "id": h.id, "score": h.score, "language": h.language, "passage": h.passage,
@@ -235,57 +238,10 @@ def search_command(
         typer.echo(f"{r:>3}. {h.score:8.3f}  {h.id}  [{h.language or '?'}]" + (f"  {title}" if title else ""))
         typer.echo(f"     {snippet(h.text)}")
         if explain:
-            print_explanation(explanations[r - 1])
-
-
-def explain_hit(encoder, query: str, lang: Optional[str], hit) -> dict:
-    """MaxSim alignment of one hit's best passage: for each query token, the document token it
-    matched and their similarity (exact, uncompressed vectors; the hit's score is compressed)."""
-    import numpy as np
-
-    q = encoder.encode_queries([query], languages=lang, show_progress=False)[0]
-    q_tokens = encoder.query_tokens([query], languages=lang)[0]
-    doc_lang = hit.language if (hit.language and encoder.languages) else None
-    try:
-        d = encoder.encode_documents([hit.text], languages=doc_lang, show_progress=False)[0]
-        d_tokens = encoder.document_tokens([hit.text], languages=doc_lang)[0]
-    except LanguageError:  # the stored language has no adapter: let the model detect
-        d = encoder.encode_documents([hit.text], show_progress=False)[0]
-        d_tokens = encoder.document_tokens([hit.text])[0]
-    if len(d) == 0:
-        return {"exact_score": 0.0, "tokens": []}
-    sims = q @ d.T
-    best = sims.argmax(axis=1)
-    rows = [{"query_token": qt, "document_token": d_tokens[int(j)], "similarity": float(sims[i, j])}
-            for i, (qt, j) in enumerate(zip(q_tokens, best))]
-    return {"exact_score": float(np.max(sims, axis=1).sum()), "tokens": rows}
-
-
-def print_explanation(ex: dict) -> None:
-    expansion = [t for t in ex["tokens"] if t["query_token"] in ("[MASK]", "<mask>", "[PAD]", "<pad>")]
-    for t in ex["tokens"]:
-        if t in expansion:
-            continue
-        typer.echo(f"       {t['query_token']:>16} → {t['document_token']:<16} {t['similarity']:.3f}")
-    if expansion:
-        typer.echo(f"       {'+' + str(len(expansion)) + ' expansion':>16}   {'':<16} "
-                   f"{sum(t['similarity'] for t in expansion):.3f}")
-    typer.echo(f"       exact MaxSim score {ex['exact_score']:.3f}")
+            typer.echo(format_explanation(explanations[r - 1]))
 
 
 # ---------------------------------------------------------------------------- evaluate
-
-def run_queries(idx, queries: dict, k: int, lang: Optional[str], batch: int = 64) -> dict:
-    """{qid: {doc id: score}} for every query (documents ranked by the index)."""
-    run: dict = {}
-    qids = list(queries)
-    for start in range(0, len(qids), batch):
-        chunk = qids[start:start + batch]
-        results = idx.search([queries[q] for q in chunk], k=k, languages=lang)
-        for qid, hits in zip(chunk, results):
-            run[qid] = {h.id: float(h.score) for h in hits}
-    return run
-
 
 @app.command("evaluate")
 @handles_errors
@@ -300,13 +256,13 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ) -> None:
     """Evaluate an index: MRR@10, MRR@100, R@10/100/1000, nDCG@10, Success@5 (ir-measures)."""
-    from colxm.evaluate import evaluate_run, load_eval_set, write_trec_run
+    from colxm.evaluate import evaluate_run, load_eval_set, run_index, write_trec_run
 
     check_k(depth, "--depth")
     lang = check_language(lang)
     ev = load_eval_set(dataset, queries=queries, qrels=qrels)
     idx = open_index(index)
-    run = run_queries(idx, ev.queries, depth, lang)
+    run = run_index(idx, ev.queries, depth, lang)
     metrics = evaluate_run(run, ev.qrels)
     if run_file is not None:
         write_trec_run(run, run_file)
