@@ -42,7 +42,7 @@ class IndexConfig:
     # of the index and their codec fit is measurably worse than at build time:
     reindex_min_added_share: float = 0.1
     reindex_outside_ratio: float = 2.0
-    reindex_error_ratio: float = 1.1
+    reindex_error_ratio: float = 1.5  # same-distribution additions measured 0.98-1.35x on ddtp/it
 
     def __post_init__(self) -> None:
         if self.nbits not in (1, 2, 4):
