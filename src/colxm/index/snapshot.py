@@ -6,6 +6,7 @@ generation it started reading may have been collected as garbage by then).
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -64,6 +65,8 @@ class Snapshot:
         self._searcher = None
         self._id_map: dict[str, tuple[int, list[int]]] | None = None
         self._multi: bool | None = None
+        self._live_rows: int | None = None
+        self._filters: dict[str, list[np.ndarray]] = {}
 
     @property
     def generation(self) -> int:
@@ -119,7 +122,21 @@ class Snapshot:
 
     @property
     def live_rows(self) -> int:
-        return int(sum(int(s.live.sum()) for s in self.segments))
+        if self._live_rows is None:
+            self._live_rows = int(sum(int(s.live.sum()) for s in self.segments))
+        return self._live_rows
+
+    def allowed(self, where: dict) -> list[np.ndarray]:
+        """Per-segment masks of the live rows matching a metadata filter (cached per filter:
+        a snapshot never changes)."""
+        key = json.dumps(where, sort_keys=True, default=str)
+        masks = self._filters.get(key)
+        if masks is None:
+            masks = [seg.store.filter_mask(where) & seg.live for seg in self.segments]
+            if len(self._filters) >= 32:
+                self._filters.pop(next(iter(self._filters)))
+            self._filters[key] = masks
+        return masks
 
 
     def search(self, Q: list[np.ndarray], k: int, where: dict | None, params) -> list[list["Hit"]]:
@@ -133,7 +150,7 @@ class Snapshot:
             return [[] for _ in Q]
         allowed = None
         if where:
-            allowed = [seg.store.filter_mask(where) & seg.live for seg in self.segments]
+            allowed = self.allowed(where)
         kp = min(k * 4 if self.multi_passage else k, total)
         out: list[list[Hit] | None] = [None] * len(Q)
         todo = list(range(len(Q)))
