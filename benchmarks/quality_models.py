@@ -171,6 +171,8 @@ def main(argv=None) -> dict:
                   + f"  ({time.perf_counter() - t1:.1f}s)", file=sys.stderr, flush=True)
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            if args.out:  # after every result, so that a run cut short still leaves what it measured
+                Path(args.out).write_text(json.dumps({"sets": table}, indent=1) + "\n")
     names = list(models)
     summary = {name: {m: round(float(np.mean([table[s][name][m] for s in table])), 4) for m in MEASURES}
                for name in names}

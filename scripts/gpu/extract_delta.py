@@ -21,7 +21,9 @@ def main(trained: Path, base: Path, out: Path) -> None:
     new, old = load_file(str(trained / "model.safetensors")), load_file(str(base / "model.safetensors"))
     delta = {}
     for key, value in new.items():
-        if key == "linear.weight" or not np.array_equal(value, old.get(key)):
+        if key != "linear.weight" and key not in old:
+            continue  # e.g. a pooler the loader added: ColBERT never uses it, the base has none
+        if key == "linear.weight" or not np.array_equal(value, old[key]):
             if "embeddings" in key:
                 raise SystemExit(f"{key} changed: embeddings must stay frozen")
             delta[key] = value.astype(np.float16)
