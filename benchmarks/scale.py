@@ -98,7 +98,7 @@ def search(index: str, n_queries: int, threads: int) -> dict:
     import torch
     torch.set_num_threads(threads)
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from search import current_rss_mb, open_colxm
+    from search import current_rss_mb, open_colxm, rss_mb
 
     from colxm.search import SearchParams, Searcher
 
@@ -129,7 +129,7 @@ def search(index: str, n_queries: int, threads: int) -> dict:
     return {"open_s": t_open, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "stage_share": {k: v / tot for k, v in s.stage_seconds.items()},
             "stage_ms_per_query": {k: 1000 * v / len(Qs) for k, v in s.stage_seconds.items()},
-            "params": p.__dict__, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "params": p.__dict__, "peak_rss_mb": rss_mb(),
             "baseline_rss_mb": base}
 
 

@@ -23,6 +23,12 @@ import numpy as np
 
 
 def rss_mb():
+    """Peak RSS of this process (VmHWM). Not ru_maxrss: after fork+exec that also counts the parent's
+    RSS at fork time (here the orchestrator holding every vector)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -34,7 +34,8 @@ def test_exhaustive_matches_bruteforce_on_decompressed(setup):
     assert raw >= 0.8
 
 
-@pytest.mark.parametrize("params", [SearchParams(ncells=4, ndocs=256), SearchParams(ncells=4, ndocs=1024)])
+@pytest.mark.parametrize("params", [SearchParams(ncells=4, ndocs=1024),  # approximate scores from the lists
+                                    SearchParams(ncells=4, ndocs=256, approx_cells=0)])  # colbert-ai's way
 def test_plaid_overlap_with_exhaustive(params):
     # 3000 docs: the candidate and ndocs stages really cut (ndocs=256 keeps < 10% of the docs)
     docs, _ = clustered_docs(n_docs=3000, dim=32, n_topics=200, seed=0)
@@ -97,3 +98,17 @@ def test_bad_input(setup):
         s.search(queries[:1], allowed=[None])
     with pytest.raises(InputError):
         s.search(queries[:1], params=SearchParams(ndocs=0))
+
+
+def test_list_based_approximation_is_plaid_approximation_when_it_reads_every_centroid():
+    from colxm.search.candidates import approx_scores, approx_scores_lists
+
+    docs, _ = clustered_docs(n_docs=300, dim=32, n_topics=50, seed=0)
+    codec = train_codec(np.concatenate(docs), nbits=2, num_centroids=64, seed=0)
+    seg = SegmentData.from_vectors(codec, docs)
+    q = queries_from(docs, n=1, qlen=8)[0]
+    S = q @ codec.centroids.T
+    cand = np.arange(0, 300, 3)
+    np.testing.assert_allclose(approx_scores_lists(seg, cand, S, 64, -1e9), approx_scores(seg, cand, S), rtol=1e-6)
+    # with fewer centroids per token, a missing one is imputed by an upper bound: never below
+    assert np.all(approx_scores_lists(seg, cand, S, 8, -1e9) >= approx_scores(seg, cand, S) - 1e-5)

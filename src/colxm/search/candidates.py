@@ -7,6 +7,7 @@ query is below the threshold score -1e4 instead (PLAID's centroid pruning, as co
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from colxm.search.data import SegmentData, token_ranges
 from colxm.search.rerank import segment_max
@@ -19,7 +20,7 @@ def probe_cells(scores: np.ndarray, ncells: int) -> np.ndarray:
     ncells = min(ncells, scores.shape[1])
     if ncells == 1:
         return np.unique(scores.argmax(1))
-    top = np.argpartition(-scores, ncells - 1, axis=1)[:, :ncells]
+    top = torch.topk(torch.from_numpy(scores), ncells, dim=1, sorted=False).indices.numpy()
     return np.unique(top)
 
 
@@ -50,3 +51,37 @@ def approx_scores(seg: SegmentData, docs: np.ndarray, scores: np.ndarray) -> np.
     codes = seg.doc_codes[idx]
     sims = np.take(scores, codes, axis=1)  # [Lq, ntok]: a row gather per query token
     return segment_max(sims, seg_starts).sum(0)
+
+
+def approx_scores_lists(seg: SegmentData, docs: np.ndarray, scores: np.ndarray, m: int,
+                        threshold: float) -> np.ndarray:
+    """Approximate MaxSim of the sorted candidate ``docs`` read from the inverted lists instead of
+    the documents: for each query token only its ``m`` best centroids are looked up (their lists
+    give, per document, the best of those centroid scores); a document that has none of them gets
+    the token's (m+1)-th best centroid score, an upper bound of what it could have (XTR's missing
+    similarity imputation). Entries below ``threshold`` are pruned the same way. Cost grows with
+    Lq * m * list length instead of Lq * (all codes of all candidates)."""
+    lq, K = scores.shape
+    m = min(m, K - 1) if K > 1 else 1
+    top = torch.topk(torch.from_numpy(scores), m + 1 if K > m else m, dim=1)
+    vals, cells = top.values.numpy(), top.indices.numpy()
+    fallback = vals[:, -1].copy() if K > m else np.full(lq, NEG, np.float32)
+    vals, cells = vals[:, :m], cells[:, :m]
+    flat_cells = cells.reshape(-1)
+    starts = np.asarray(seg.ivf_offsets[flat_cells], dtype=np.int64)
+    lens = np.asarray(seg.ivf_offsets[flat_cells + 1], dtype=np.int64) - starts
+    ok = scores.max(0)[flat_cells] >= threshold  # PLAID pruning: the centroid's best score over the query
+    lens = np.where(ok, lens, 0)
+    pos = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=pos[1:])
+    idx = np.arange(int(pos[-1]), dtype=np.int64) + np.repeat(starts - pos[:-1], lens)
+    entry_docs = np.asarray(seg.ivf_docs[idx], dtype=np.int64)
+    # rows of the [lq, ncand] matrix: query token of each entry; columns: candidate position
+    col = np.searchsorted(docs, entry_docs)
+    col_ok = (col < docs.size)
+    col_ok[col_ok] = docs[col[col_ok]] == entry_docs[col_ok]
+    row = np.repeat(np.repeat(np.arange(lq), m), lens)
+    ev = np.repeat(vals.reshape(-1), lens)
+    out = np.repeat(fallback[:, None], docs.size, axis=1)
+    np.maximum.at(out.reshape(-1), row[col_ok] * docs.size + col[col_ok], ev[col_ok])
+    return out.sum(0)

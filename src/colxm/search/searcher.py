@@ -14,7 +14,7 @@ from colxm.errors import InputError
 from colxm.index.codec import ResidualCodec
 import torch
 
-from colxm.search.candidates import approx_scores, candidate_docs, probe_cells, pruned
+from colxm.search.candidates import approx_scores, approx_scores_lists, candidate_docs, probe_cells, pruned
 from colxm.search.data import SegmentData
 from colxm.search.rerank import maxsim_docs
 
@@ -27,9 +27,13 @@ _SCORE_BATCH = 16  # queries whose centroid scores are computed in one matmul
 class SearchParams:
     """Knobs of the approximate search (ignored when ``exhaustive``).
 
-    ncells: centroids probed per query token; centroid_score_threshold: centroids whose best score
-    over the query is below it are ignored in approximate scoring; ndocs: documents kept after the
-    pruned approximate stage; nrerank: documents scored exactly (default ndocs // 4).
+    ncells: centroids probed per query token for candidates; centroid_score_threshold: centroid
+    scores below it are pruned from approximate scoring; ndocs: documents kept after approximate
+    scoring; nrerank: documents decompressed and scored exactly (default ndocs // 4);
+    approx_cells: approximate scores are read from each query token's approx_cells best centroids'
+    inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
+    over every code of every candidate, pruned then unpruned (slower, same quality in our
+    measurements).
     """
 
     ncells: int = 2
@@ -37,18 +41,20 @@ class SearchParams:
     ndocs: int = 1024
     nrerank: int | None = None
     exhaustive: bool = False
+    approx_cells: int = 16
 
     @classmethod
     def for_k(cls, k: int) -> "SearchParams":
-        """Measured defaults (benchmarks/search.py) for a result list of length k."""
+        """Measured defaults (benchmarks/search.py, benchmarks/README.md) for k results."""
         if k <= 10:
-            return cls(ncells=2, centroid_score_threshold=0.45, ndocs=1024)
+            return cls(ncells=4, centroid_score_threshold=0.3, ndocs=1024, nrerank=128)
         if k <= 100:
-            return cls(ncells=4, centroid_score_threshold=0.4, ndocs=max(2048, 8 * k))
-        return cls(ncells=8, centroid_score_threshold=0.35, ndocs=max(4096, 16 * k))
+            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=max(512, 4 * k))
+        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 4 * k))
 
     def validate(self) -> None:
-        if self.ncells < 1 or self.ndocs < 1 or (self.nrerank is not None and self.nrerank < 1):
+        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0
+                or (self.nrerank is not None and self.nrerank < 1)):
             raise InputError(f"ncells, ndocs and nrerank must be >= 1, got {self}")
 
 
@@ -146,19 +152,26 @@ class Searcher:
             st["candidates"] += t1 - t0
             if docs.size == 0:
                 continue
-            approx = None
-            if docs.size > params.ndocs:
-                if scores_pruned is None:
-                    scores_pruned = pruned(scores, params.centroid_score_threshold)
-                approx = approx_scores(seg, docs, scores_pruned)
-                keep = np.sort(np.argpartition(-approx, params.ndocs - 1)[:params.ndocs])
-                docs, approx = docs[keep], approx[keep]
-            if docs.size > nrerank:
-                # PLAID's second pass scores the survivors without pruning; when nothing was
-                # pruned the first pass already gave those scores
-                if approx is None or scores_pruned is not scores:
-                    approx = approx_scores(seg, docs, scores)
-                docs = np.sort(docs[np.argpartition(-approx, nrerank - 1)[:nrerank]])
+            if params.approx_cells > 0:
+                keep_n = min(params.ndocs, nrerank)
+                if docs.size > keep_n:
+                    approx = approx_scores_lists(seg, docs, scores, max(params.approx_cells, params.ncells),
+                                                 params.centroid_score_threshold)
+                    docs = np.sort(docs[np.argpartition(-approx, keep_n - 1)[:keep_n]])
+            else:  # colbert-ai's two passes over every code of every candidate
+                approx = None
+                if docs.size > params.ndocs:
+                    if scores_pruned is None:
+                        scores_pruned = pruned(scores, params.centroid_score_threshold)
+                    approx = approx_scores(seg, docs, scores_pruned)
+                    keep = np.sort(np.argpartition(-approx, params.ndocs - 1)[:params.ndocs])
+                    docs, approx = docs[keep], approx[keep]
+                if docs.size > nrerank:
+                    # the second pass scores the survivors without pruning (the first pass already
+                    # did when nothing was pruned)
+                    if approx is None or scores_pruned is not scores:
+                        approx = approx_scores(seg, docs, scores)
+                    docs = np.sort(docs[np.argpartition(-approx, nrerank - 1)[:nrerank]])
             t2 = time.perf_counter()
             st["approx"] += t2 - t1
             exact = maxsim_docs(self.codec, seg, docs, Q, qb)[0]
