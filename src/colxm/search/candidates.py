@@ -6,6 +6,9 @@ query is below the threshold score -1e4 instead (PLAID's centroid pruning, as co
 """
 from __future__ import annotations
 
+import threading
+import weakref
+
 import numpy as np
 import torch
 
@@ -15,9 +18,12 @@ from colxm.search.rerank import segment_max
 NEG = np.float32(-1e4)
 
 
-def probe_cells(scores: np.ndarray, ncells: int) -> np.ndarray:
-    """Union over query tokens of their ``ncells`` best centroids. ``scores``: [Lq, K]."""
+def probe_cells(scores: np.ndarray, ncells: int, top: np.ndarray | None = None) -> np.ndarray:
+    """Union over query tokens of their ``ncells`` best centroids. ``scores``: [Lq, K]; ``top``:
+    centroid ids [Lq, >= ncells] best first, when already known."""
     ncells = min(ncells, scores.shape[1])
+    if top is not None and top.shape[1] >= ncells:
+        return np.unique(top[:, :ncells])
     if ncells == 1:
         return np.unique(scores.argmax(1))
     top = torch.topk(torch.from_numpy(scores), ncells, dim=1, sorted=False).indices.numpy()
@@ -53,8 +59,28 @@ def approx_scores(seg: SegmentData, docs: np.ndarray, scores: np.ndarray) -> np.
     return segment_max(sims, seg_starts).sum(0)
 
 
+_local = threading.local()
+
+
+def _position_map(seg: SegmentData) -> np.ndarray:
+    """A per-thread, per-segment int32 [N] array of -1s (callers restore it after use)."""
+    maps = getattr(_local, "maps", None)
+    if maps is None:
+        maps = _local.maps = weakref.WeakKeyDictionary()
+    pm = maps.get(seg)
+    if pm is None or pm.shape[0] != seg.num_docs:
+        pm = maps[seg] = np.full(seg.num_docs, -1, dtype=np.int32)
+    return pm
+
+
+def top_centroids(scores: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, centroid ids) [Lq, m] of each query token's m best centroids, best first."""
+    top = torch.topk(torch.from_numpy(scores), min(m, scores.shape[1]), dim=1)
+    return top.values.numpy(), top.indices.numpy()
+
+
 def approx_scores_lists(seg: SegmentData, docs: np.ndarray, scores: np.ndarray, m: int,
-                        threshold: float) -> np.ndarray:
+                        threshold: float, top: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Approximate MaxSim of the sorted candidate ``docs`` read from the inverted lists instead of
     the documents: for each query token only its ``m`` best centroids are looked up (their lists
     give, per document, the best of those centroid scores); a document that has none of them gets
@@ -63,8 +89,9 @@ def approx_scores_lists(seg: SegmentData, docs: np.ndarray, scores: np.ndarray, 
     Lq * m * list length instead of Lq * (all codes of all candidates)."""
     lq, K = scores.shape
     m = min(m, K - 1) if K > 1 else 1
-    top = torch.topk(torch.from_numpy(scores), m + 1 if K > m else m, dim=1)
-    vals, cells = top.values.numpy(), top.indices.numpy()
+    if top is None or top[0].shape[1] < min(m + 1, K):
+        top = top_centroids(scores, m + 1)
+    vals, cells = top[0][:, :m + 1], top[1][:, :m + 1]
     fallback = vals[:, -1].copy() if K > m else np.full(lq, NEG, np.float32)
     vals, cells = vals[:, :m], cells[:, :m]
     flat_cells = cells.reshape(-1)
@@ -77,9 +104,11 @@ def approx_scores_lists(seg: SegmentData, docs: np.ndarray, scores: np.ndarray, 
     idx = np.arange(int(pos[-1]), dtype=np.int64) + np.repeat(starts - pos[:-1], lens)
     entry_docs = np.asarray(seg.ivf_docs[idx], dtype=np.int64)
     # rows of the [lq, ncand] matrix: query token of each entry; columns: candidate position
-    col = np.searchsorted(docs, entry_docs)
-    col_ok = (col < docs.size)
-    col_ok[col_ok] = docs[col[col_ok]] == entry_docs[col_ok]
+    pm = _position_map(seg)
+    pm[docs] = np.arange(docs.size, dtype=np.int32)
+    col = pm[entry_docs]
+    pm[docs] = -1
+    col_ok = col >= 0
     row = np.repeat(np.repeat(np.arange(lq), m), lens)
     ev = np.repeat(vals.reshape(-1), lens)
     out = np.repeat(fallback[:, None], docs.size, axis=1)

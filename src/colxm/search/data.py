@@ -10,7 +10,7 @@ from colxm.index.codec import ResidualCodec
 from colxm.index.ivf import build_ivf
 
 
-@dataclass
+@dataclass(eq=False)  # identity: searchers cache per-segment scratch arrays
 class SegmentData:
     """One segment: token codes/residuals grouped by document, plus its inverted lists.
 

@@ -14,7 +14,8 @@ from colxm.errors import InputError
 from colxm.index.codec import ResidualCodec
 import torch
 
-from colxm.search.candidates import approx_scores, approx_scores_lists, candidate_docs, probe_cells, pruned
+from colxm.search.candidates import (approx_scores, approx_scores_lists, candidate_docs, probe_cells, pruned,
+                                     top_centroids)
 from colxm.search.data import SegmentData
 from colxm.search.rerank import maxsim_docs
 
@@ -139,7 +140,10 @@ class Searcher:
     # ---- approximate (PLAID) ------------------------------------------------------------------
     def _plaid_one(self, Q: np.ndarray, scores: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
         """One query: ``scores`` [Lq, K] are its centroid scores."""
-        cells = probe_cells(scores, params.ncells)
+        best = None
+        if params.approx_cells > 0:  # one top-k serves probing and the approximate scores
+            best = top_centroids(scores, max(params.approx_cells, params.ncells) + 1)
+        cells = probe_cells(scores, params.ncells, None if best is None else best[1])
         scores_pruned = None
         nrerank = max(k, params.nrerank or params.ndocs // 4)
         qb = np.array([0, Q.shape[0]], dtype=np.int64)
@@ -156,7 +160,7 @@ class Searcher:
                 keep_n = min(params.ndocs, nrerank)
                 if docs.size > keep_n:
                     approx = approx_scores_lists(seg, docs, scores, max(params.approx_cells, params.ncells),
-                                                 params.centroid_score_threshold)
+                                                 params.centroid_score_threshold, best)
                     docs = np.sort(docs[np.argpartition(-approx, keep_n - 1)[:keep_n]])
             else:  # colbert-ai's two passes over every code of every candidate
                 approx = None
