@@ -28,24 +28,8 @@ fi
 for t in .carry/data*.tar.gz; do [ -f "$t" ] && mkdir -p $W/data && tar xzf "$t" -C $W/data; done
 nvidia-smi --query-gpu=name,power.limit --format=csv,noheader
 
-evaluate() {  # evaluate: NAME KIND PATH  -> $W/quality/NAME.json, then merged into $OUT/quality.json
-  [ -d $W/data ] || return 0
-  local sets=${SETS:-$(cd $W/data && ls -d */* | tr '\n' ',')}
-  python3 benchmarks/quality_models.py --data $W/data --sets "$sets" --$2 "$1=$3" --out $W/quality/$1.json > /dev/null
-  python3 - "$W/quality" "$OUT/quality.json" <<'PY'
-import json, sys, pathlib
-merged = {}
-for f in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
-    r = json.loads(f.read_text())
-    for s, row in r["sets"].items():
-        merged.setdefault(s, {}).update(row)
-pathlib.Path(sys.argv[2]).write_text(json.dumps(merged, indent=1))
-PY
-}
-if [ "$BASELINES" = 1 ]; then
-  [ -f $W/quality/base.json ] || evaluate base colbert $W/base
-  [ -f $W/quality/e5-mean.json ] || evaluate e5-mean dense $W/base:mean
-fi
+MODELS=""
+if [ "$BASELINES" = 1 ]; then MODELS="--colbert base=$W/base --dense e5-mean=$W/base:mean"; fi
 for v in $VARIANTS; do
   IFS=: read -r name recipe layers <<<"$v"
   python3 -c "from colxm.train.cli import app; app()" train $W/triples.jsonl --model $W/base \
@@ -58,12 +42,16 @@ out = {d.name: json.loads((d / "summary.json").read_text()) for d in pathlib.Pat
 pathlib.Path(sys.argv[2]).write_text(json.dumps(out, indent=1))
 PY
   if [ "$recipe" = colbert ]; then
-    evaluate $name colbert $W/runs/$name
+    MODELS="$MODELS --colbert $name=$W/runs/$name"
     if [ "$name" = "$SHIP" ]; then
       python3 scripts/gpu/extract_delta.py $W/runs/$name $W/base $OUT/ship
       cp $W/runs/$name/loss.png $OUT/ship/loss.png 2>/dev/null || true
     fi
   else
-    evaluate $name dense $W/runs/$name:mean
+    MODELS="$MODELS --dense $name=$W/runs/$name:mean"
   fi
 done
+if [ -d $W/data ] && [ -n "$MODELS" ]; then
+  sets=${SETS:-$(cd $W/data && ls -d */* | sort -r | tr '\n' ',')}
+  python3 benchmarks/quality_models.py --data $W/data --sets "$sets" $MODELS --out $OUT/quality.json
+fi
