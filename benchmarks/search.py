@@ -142,18 +142,23 @@ def open_colxm(index):
 
 def colxm_search(args):
     import torch
-    torch.set_num_threads(args.threads)
+    # 2 threads of CPU: batches run 2 queries at a time, each with one torch thread; a single query
+    # also uses one (its matmuls are small; two OpenMP threads stall whenever the machine is busy)
+    torch.set_num_threads(1)
     from colxm.search import SearchParams, Searcher
 
     Q = np.load(os.path.join(args.data, "queries.npy"))[: args.queries]
     base = current_rss_mb()
     codec, seg = open_colxm(args.index)
-    s = Searcher(codec, [seg])
+    s = Searcher(codec, [seg], threads=args.threads)
     out = []
     for setting in json.loads(args.settings):
         p = SearchParams(**setting)
+        # exhaustive: single-query latency on the first 10 queries only (it is the slow reference)
         r = timed_queries(lambda q: [h[1] for h in s.search(q, k=10, params=p)[0]],
-                          lambda Qb: s.search(Qb, k=10, params=p), Q)
+                          lambda Qb: s.search(Qb, k=10, params=p), Q, single=10 if p.exhaustive else None)
+        if p.exhaustive:
+            r["ids"] = [[h[1] for h in hits] for hits in s.search(Q, k=10, params=p)]
         r["setting"] = setting
         out.append(r)
     print(json.dumps({"search": out, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base}))
@@ -177,10 +182,10 @@ def current_rss_mb():
     return float("nan")
 
 
-def timed_queries(search_one, search_batch, Q):
+def timed_queries(search_one, search_batch, Q, single=None):
     search_one(Q[0])
     lat, ids = [], []
-    for q in Q:
+    for q in Q[:single]:
         t0 = time.perf_counter()
         ids.append([int(x) for x in search_one(q)])
         lat.append(time.perf_counter() - t0)
@@ -206,14 +211,15 @@ def run_json(cmd, env=None, log_path=None):
 
 SETTINGS = {
     "colxm": [dict(ncells=1, centroid_score_threshold=0.3, ndocs=256, nrerank=16),
-              dict(ncells=2, centroid_score_threshold=0.3, ndocs=256, nrerank=32),
               dict(ncells=2, centroid_score_threshold=0.3, ndocs=512, nrerank=64),
               dict(ncells=4, centroid_score_threshold=0.3, ndocs=1024, nrerank=128),
-              dict(ncells=8, centroid_score_threshold=0.3, ndocs=2048, nrerank=256),
               dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
               dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=1024),
-              dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, approx_cells=32),
-              dict(ncells=4, centroid_score_threshold=0.3, ndocs=1024, nrerank=128, approx_cells=0),
+              # approx_cells=0: colbert-ai's two approximate passes over every candidate code
+              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, approx_cells=0),
+              dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024, nrerank=256, approx_cells=0),
+              dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096, nrerank=1024, approx_cells=0),
+              dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, approx_cells=0),
               dict(exhaustive=True)],
     # colbert-ai's own defaults (k=10, k<=100, k>100) and lower thresholds, which suit these vectors
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
@@ -248,7 +254,7 @@ def index_dir(engine, args):
 def bench_engine(engine, args, info, exact):
     index = index_dir(engine, args)
     res_path = os.path.join(args.work, f"{engine}.nbits{args.nbits}.json")
-    if os.path.exists(res_path) and engine not in args.rerun:
+    if os.path.exists(res_path) and engine not in args.rerun and engine not in args.research:
         out = json.load(open(res_path))
         if args.rss_probe and "rss_probe" not in out:
             # re-measure search RSS as VmHWM with the engine's largest setting on 20 queries (results
@@ -261,8 +267,11 @@ def bench_engine(engine, args, info, exact):
             out["search_peak_rss_mb"], out["search_baseline_rss_mb"] = r["peak_rss_mb"], r["baseline_rss_mb"]
             json.dump(out, open(res_path, "w"), indent=1)
         return out
-    cmd, env = engine_cmds(engine, args, "build", index)
-    build = run_json(cmd, env, res_path + ".build.log")
+    if engine in args.research and os.path.exists(res_path):
+        build = json.load(open(res_path))["build"]  # same index, search code changed: search again
+    else:
+        cmd, env = engine_cmds(engine, args, "build", index)
+        build = run_json(cmd, env, res_path + ".build.log")
     size = dir_size(index)
     settings = json.loads(args.settings) if (args.settings and engine == "colxm") else SETTINGS[engine]
     cmd, env = engine_cmds(engine, args, "search", index, settings)
@@ -319,6 +328,7 @@ def main():
     ap.add_argument("--settings", default=None)
     ap.add_argument("--queries", type=int, default=200, help="first N of the 200 encoded queries")
     ap.add_argument("--rss-probe", action="store_true", help="re-measure cached engines' search RSS")
+    ap.add_argument("--research", default="", help="engines to search again on their existing index")
     args = ap.parse_args()
     if args.phase == "colxm-build":
         return colxm_build(args)

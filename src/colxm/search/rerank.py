@@ -28,10 +28,23 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     return sims
 
 
+BLOCK_TOKENS = 1 << 15  # tokens decompressed at once: bounds memory (16 MB of float32 at dim 128)
+
+
 def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.ndarray,
                 q_bounds: np.ndarray) -> np.ndarray:
     """Exact scores of ``docs`` (local indexes, all non-empty) for the stacked query tokens
     ``Q`` [sum Lq, dim]; query j owns rows q_bounds[j]:q_bounds[j+1]. Returns float32 [nq, len(docs)]."""
+    lens = np.asarray(seg.doc_offsets[docs + 1]) - np.asarray(seg.doc_offsets[docs])
+    if lens.sum() > BLOCK_TOKENS and len(docs) > 1:
+        cuts = np.searchsorted(np.cumsum(lens), np.arange(BLOCK_TOKENS, int(lens.sum()), BLOCK_TOKENS), "right")
+        bounds = [b for b in np.unique(np.r_[0, cuts, len(docs)]) if 0 <= b <= len(docs)]
+        return np.concatenate([_maxsim_block(codec, seg, docs[a:b], Q, q_bounds)
+                               for a, b in zip(bounds[:-1], bounds[1:]) if b > a], axis=1)
+    return _maxsim_block(codec, seg, docs, Q, q_bounds)
+
+
+def _maxsim_block(codec, seg, docs, Q, q_bounds):
     idx, seg_starts = token_ranges(seg.doc_offsets, docs)
     sims = token_sims(codec, seg.codes[idx], seg.residuals[idx], Q)
     per_doc = segment_max(sims, seg_starts)  # [sum Lq, ndocs]

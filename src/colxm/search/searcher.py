@@ -21,6 +21,7 @@ from colxm.search.rerank import maxsim_docs
 
 Hit = tuple[int, int, float]  # (segment index, local doc, score)
 _EXHAUSTIVE_CELLS = 1 << 24  # query rows x tokens per similarity block in exhaustive mode
+_EXHAUSTIVE_TOKENS = 1 << 15  # tokens decompressed at once in exhaustive mode (16 MB of float32)
 _SCORE_BATCH = 16  # queries whose centroid scores are computed in one matmul
 
 
@@ -46,12 +47,12 @@ class SearchParams:
 
     @classmethod
     def for_k(cls, k: int) -> "SearchParams":
-        """Measured defaults (benchmarks/search.py, benchmarks/README.md) for k results."""
+        """Defaults measured with benchmarks/search.py (see benchmarks/README.md, "Search")."""
         if k <= 10:
-            return cls(ncells=4, centroid_score_threshold=0.3, ndocs=1024, nrerank=128)
+            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512)
         if k <= 100:
-            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=max(512, 4 * k))
-        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 4 * k))
+            return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 8 * k))
+        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k))
 
     def validate(self) -> None:
         if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0
@@ -76,9 +77,11 @@ def _as_query_list(queries, dim: int) -> list[np.ndarray]:
 class Searcher:
     """Searches token-vector queries over segments that share one codec."""
 
-    def __init__(self, codec: ResidualCodec, segments: list[SegmentData]):
+    def __init__(self, codec: ResidualCodec, segments: list[SegmentData], threads: int | None = None):
+        """threads: queries of a batch searched in parallel (None = torch's intra-op thread count)."""
         self.codec = codec
         self.segments = list(segments)
+        self.threads = threads
         self._centroids_t = np.ascontiguousarray(codec.centroids.T)
         # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
         self.stage_seconds: dict[str, float] = defaultdict(float)
@@ -113,7 +116,8 @@ class Searcher:
             return self._exhaustive(Qs, k, masks)
         out: list[list[Hit]] = []
         threads = torch.get_num_threads()
-        pool = ThreadPoolExecutor(threads) if threads > 1 and len(Qs) > 1 else None
+        workers = self.threads or threads
+        pool = ThreadPoolExecutor(workers) if workers > 1 and len(Qs) > 1 else None
         try:
             for a in range(0, len(Qs), _SCORE_BATCH):
                 # one matmul scores the centroids for a batch of queries
@@ -199,7 +203,7 @@ class Searcher:
                 continue
             scores = np.empty((len(Qs), docs.size), dtype=np.float32)
             # blocks of whole documents, sized so that the similarity block stays ~64 MB
-            block = max(256, _EXHAUSTIVE_CELLS // Q.shape[0])
+            block = max(256, min(_EXHAUSTIVE_TOKENS, _EXHAUSTIVE_CELLS // Q.shape[0]))
             cum = np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])
             cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
             for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
