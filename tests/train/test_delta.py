@@ -53,3 +53,24 @@ def test_delta_for_another_model_is_refused(tmp_path):
         apply_delta(make_tiny_bert_colbert(tmp_path / "b", hidden=16, dim=16), d, tmp_path / "out")
     with pytest.raises(CheckpointError, match="not a readable colxm delta"):
         apply_delta(tmp_path / "a", tmp_path / "nothing", tmp_path / "out2")
+
+
+def test_delta_from_a_training_checkpoint(tmp_path):
+    from tiny_models import make_tiny_bert_colbert
+
+    from colxm.modeling.encoder import Encoder
+    from colxm.train.data import Triple
+    from colxm.train.delta import apply_delta, delta_from_checkpoint
+    from colxm.train.trainer import TrainConfig, train_colbert
+
+    base = make_tiny_bert_colbert(tmp_path / "base")
+    enc = Encoder.from_pretrained(base)
+    rows = [Triple("capital of france", "paris is the capital of france", "the river water")] * 4
+    train_colbert(enc, rows, TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=2,
+                                         learning_rate=1e-2, trainable_layers=1, save_steps=2))
+    d = delta_from_checkpoint(tmp_path / "run" / "checkpoint-2", tmp_path / "delta")
+    rebuilt = Encoder.from_pretrained(apply_delta(base, d, tmp_path / "rebuilt"))
+    torch.testing.assert_close(rebuilt.model.linear.weight, enc.model.linear.weight, atol=1e-3, rtol=1e-3)
+    assert not torch.equal(rebuilt.model.linear.weight, Encoder.from_pretrained(base).model.linear.weight)
+    with pytest.raises(CheckpointError, match="not a colxm training checkpoint"):
+        delta_from_checkpoint(base, tmp_path / "d2")

@@ -46,6 +46,24 @@ def export_delta(encoder, names: Iterable[str], out: str | Path, *, base: dict |
     return out
 
 
+def delta_from_checkpoint(checkpoint: str | Path, out: str | Path, *, module_prefix: str = "net.",
+                          base: dict | None = None, training: dict | None = None) -> Path:
+    """The delta of a training checkpoint (``checkpoint-N`` or a run's output folder): the tensors
+    listed in its ``trainable.safetensors``, taken from the HF_ColBERT model saved beside them."""
+    from safetensors import safe_open
+
+    from colxm.modeling.encoder import Encoder
+    from colxm.train.trainer import TRAINABLE_FILE
+
+    checkpoint = Path(checkpoint)
+    path = checkpoint / TRAINABLE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint} has no {TRAINABLE_FILE}: not a colxm training checkpoint")
+    with safe_open(str(path), framework="pt") as f:
+        names = [k[len(module_prefix):] if k.startswith(module_prefix) else k for k in f.keys()]
+    return export_delta(Encoder.from_pretrained(checkpoint), names, out, base=base, training=training)
+
+
 def apply_delta(base: str | Path, delta: str | Path, out: str | Path) -> Path:
     """Load the base model, overwrite the delta's tensors, write an HF_ColBERT folder to ``out``."""
     from safetensors.torch import load_file
