@@ -96,7 +96,7 @@ def build(size: int, out: str, chunk_docs: int = 10000) -> dict:
 
 def search(index: str, n_queries: int, threads: int) -> dict:
     import torch
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # as benchmarks/search.py: one torch thread per query, `threads` batch workers
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from search import current_rss_mb, open_colxm, rss_mb
 
@@ -115,7 +115,7 @@ def search(index: str, n_queries: int, threads: int) -> dict:
         v = codec.decompress(seg.codes[a:b], seg.residuals[a:b])[rng.integers(0, b - a, 32)]
         v = v + 0.5 * rng.standard_normal(v.shape).astype(np.float32) / np.sqrt(DIM)
         Qs.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
-    s = Searcher(codec, [seg])
+    s = Searcher(codec, [seg], threads=threads)
     p = SearchParams.for_k(10)
     s.search(Qs[0], k=10, params=p)
     s.stage_seconds.clear()
