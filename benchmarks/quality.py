@@ -2,8 +2,8 @@
 """Retrieval quality on every shared evaluation set, side by side:
 
   bm25          BM25 (bm25s, lower-cased word tokens, no stemming: language-neutral)
-  dense         single-vector: the colxm model's backbone, mean-pooled, cosine
-                (e5 convention: "query: " / "passage: " prefixes)
+  dense         single-vector: plain multilingual-e5-small (no ColBERT training), mean-pooled,
+                cosine (e5 convention: "query: " / "passage: " prefixes)
   colxm_exact   late interaction, exhaustive MaxSim on uncompressed token vectors
   colxm_nbitsB  late interaction through a colxm index (residual compression at B bits, PLAID search)
 
@@ -141,7 +141,7 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
     qrels = {q: ev.qrels[q] for q in qids}
     doc_ids = [d["id"] for d in docs]
     cache = cache_root / name.replace("/", "_")
-    row = {"set": name, "documents": len(docs), "queries": len(qids), "queries_total": len(ev.queries),
+    row = {"set": name, "model": cache_root.name, "documents": len(docs), "queries": len(qids), "queries_total": len(ev.queries),
            "systems": {}, "seconds": {}}
 
     def record(system, run, t0):
@@ -155,10 +155,10 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
     if dense_model is not None:
         t0 = time.perf_counter()
         backbone, tok = dense_model
-        Dd = cached_array(cache / "dense_docs.npy",
+        Dd = cached_array(cache_root.parent / "e5-dense" / name.replace("/", "_") / "docs.npy",
                           lambda: dense_encode(backbone, tok, [d["text"] for d in docs], "passage: ", args.doc_maxlen))
         qkey = hashlib.sha1("\n".join(qids).encode()).hexdigest()[:10]
-        Qd = cached_array(cache / f"dense_queries_{qkey}.npy",
+        Qd = cached_array(cache_root.parent / "e5-dense" / name.replace("/", "_") / f"queries_{qkey}.npy",
                           lambda: dense_encode(backbone, tok, [queries[q] for q in qids], "query: ", 64))
         record("dense", run_from_scores(qids, doc_ids, Qd @ Dd.T), t0)
 
@@ -225,7 +225,6 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from colxm.modeling.checkpoint import load_checkpoint
     from colxm.modeling.encoder import Encoder
 
     model = args.model
@@ -235,9 +234,10 @@ def main() -> None:
         model = str(default_model_path())
     enc = Encoder.from_pretrained(model, num_threads=args.threads)
     dense_model = None
-    if not args.no_dense:
-        ck = load_checkpoint(model)
-        dense_model = (ck.backbone.eval(), ck.tokenizer)
+    if not args.no_dense:  # the plain e5-small backbone, whatever the ColBERT model's training
+        from colxm.modeling.default_model import load_e5_backbone
+
+        dense_model = load_e5_backbone()
     cache_root = args.cache / Path(model).name
     summary = {"model": model, "max_queries": args.max_queries, "depth": DEPTH, "sets": {}, "not_run": []}
     sets = [s for s in args.sets.split(",") if s]

@@ -334,3 +334,15 @@ def default_model_path(spec: DefaultModelSpec = DefaultModelSpec()) -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return out
+
+
+def load_e5_backbone():
+    """(BertModel, fast tokenizer) of the plain multilingual-e5-small, without any ColBERT
+    training (the dense single-vector baseline of benchmarks/quality.py)."""
+    from transformers import BertModel, XLMRobertaTokenizerFast
+
+    e5, tok = fetch_e5_files(cache_dir())
+    config, state = e5_to_bert(read_e5_container(e5))
+    model = BertModel(config, add_pooling_layer=False)
+    model.load_state_dict(state, strict=False)
+    return model.eval(), XLMRobertaTokenizerFast(tokenizer_file=str(tok), model_max_length=512)
