@@ -212,3 +212,22 @@ def test_import_colbert_reproduces_colbert_ai_ranking(tmp_path):
           "has 1 documents but the colbert-ai index has 300")
     fails(run("import-colbert", str(tmp_path), "--index", str(tmp_path / "y")), "not a complete colbert-ai index")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_index_reports_duplicates_and_empty_texts_and_maps_passages(model, tmp_path):
+    coll = tmp_path / "docs"
+    coll.mkdir()
+    (coll / "a.txt").write_text("Der Rhein fließt in die Nordsee. " * 12)  # long: several passages
+    (coll / "b.md").write_text("# Kaffee\n\nEspresso wird mit Druck gebrüht.")
+    (coll / "empty.txt").write_text("   \n")
+    res = run("index", str(coll), "--index", str(tmp_path / "i"), "--model", model, "--passage-tokens", "16")
+    assert res.exit_code == 0, res.output
+    assert "2 documents indexed" in res.stdout and "1 empty texts not indexed (e.g. empty.txt)" in res.stdout
+    out = json.loads(run("search", str(tmp_path / "i"), "Rhein Nordsee", "--json", "-k", "5").stdout)
+    ids = [r["id"] for r in out["results"]]
+    assert sorted(ids) == ["a.txt", "b.md"]  # one result per document, not per passage
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "x", "text": "eins"}\n{"id": "x", "text": "zwei"}\n{"id": "y", "text": "drei"}\n')
+    res = run("index", str(dup), "--index", str(tmp_path / "j"), "--model", model)
+    assert res.exit_code == 0, res.output
+    assert "2 documents indexed" in res.stdout and "1 duplicate ids (last copy kept; e.g. x)" in res.stdout
