@@ -151,6 +151,9 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
 
     t0 = time.perf_counter()
     record("bm25", bm25_run(docs, queries), t0)
+    if args.bm25_only:
+        row["seconds"]["total"] = round(time.perf_counter() - t_set, 1)
+        return row
 
     if dense_model is not None:
         t0 = time.perf_counter()
@@ -215,6 +218,7 @@ def main() -> None:
     ap.add_argument("--max-queries", type=int, default=2000, help="seeded sample of queries per set (0 = all)")
     ap.add_argument("--doc-maxlen", type=int, default=256, help="dense baseline passage length (tokens)")
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--bm25-only", action="store_true", help="only the BM25 column (no model, seconds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/colxm-bench/quality"))
     ap.add_argument("--tmp", type=Path, default=None, help="where temporary indexes are built")
@@ -228,13 +232,15 @@ def main() -> None:
     from colxm.modeling.encoder import Encoder
 
     model = args.model
-    if model == "default":
+    if args.bm25_only:
+        model = "bm25"
+    elif model == "default":
         from colxm.modeling.default_model import default_model_path
 
         model = str(default_model_path())
-    enc = Encoder.from_pretrained(model, num_threads=args.threads)
+    enc = None if args.bm25_only else Encoder.from_pretrained(model, num_threads=args.threads)
     dense_model = None
-    if not args.no_dense:  # the plain e5-small backbone, whatever the ColBERT model's training
+    if not args.no_dense and not args.bm25_only:  # the plain e5-small backbone, whatever the ColBERT model's training
         from colxm.modeling.default_model import load_e5_backbone
 
         dense_model = load_e5_backbone()
