@@ -11,6 +11,11 @@ from colxm.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Encoder",
+    "Hit",
+    "Index",
+    "IndexConfig",
+    "SearchParams",
     "CheckpointError",
     "ColxmError",
     "IndexFormatError",
@@ -31,4 +36,16 @@ def __getattr__(name):
         from colxm.index.index import Index
 
         return Index
+    if name == "IndexConfig":
+        from colxm.index.manifest import IndexConfig
+
+        return IndexConfig
+    if name == "SearchParams":
+        from colxm.search.searcher import SearchParams
+
+        return SearchParams
+    if name == "Hit":
+        from colxm.store import Hit
+
+        return Hit
     raise AttributeError(f"module 'colxm' has no attribute {name!r}")
