@@ -93,20 +93,13 @@ class Index:
             raise InputError("Index.build needs an encoder (or precomputed embeddings)")
         B.check_build_target(path, overwrite)
         B.clean_stale_builds(path)
-        tmp = path.parent / f".{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        t0 = time.perf_counter()
-        try:
-            tmp.mkdir(parents=True)
+
+        def fill(tmp: Path) -> WriteSummary:
             items = _items(documents, embeddings, languages, show_progress, "indexing")
-            summary = B.build_into(tmp, items, encoder, config, languages, _len(documents))
-            B.install_build(tmp, path, overwrite)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        summary.seconds = time.perf_counter() - t0
-        index = cls.open(path, encoder=encoder)
-        index.last_summary = summary
-        log.info("built %s: %s", path, summary)
+            return B.build_into(tmp, items, encoder, config, languages, _len(documents))
+
+        index = cls._install_new(path, overwrite, encoder, fill)
+        log.info("built %s: %s", path, index.last_summary)
         return index
 
     @classmethod
@@ -129,15 +122,26 @@ class Index:
         that made the vectors is recorded from ``encoder`` or ``model_path`` when given."""
         path = Path(path).absolute()
         B.check_build_target(path, overwrite)
-        tmp = path.parent / f".{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        summary = WriteSummary()
-        t0 = time.perf_counter()
         model = B.model_reference(encoder) if encoder is not None else (
             {"name_or_path": str(model_path), "loader": ENCODER_LOADER} if model_path else None)
-        try:
-            tmp.mkdir(parents=True)
+
+        def fill(tmp: Path) -> WriteSummary:
+            summary = WriteSummary()
             B.import_into(tmp, codec, codes, residuals, doclens, iter_records(documents),
                           config or IndexConfig(nbits=int(codec.nbits)), model, summary)
+            return summary
+
+        return cls._install_new(path, overwrite, encoder, fill)
+
+    @classmethod
+    def _install_new(cls, path: Path, overwrite: bool, encoder, fill) -> "Index":
+        """Write a whole index with ``fill(tmp)`` in a temp folder next to ``path``, rename it into
+        place when complete (nothing half-written on failure), open it."""
+        tmp = path.parent / f".{path.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        t0 = time.perf_counter()
+        try:
+            tmp.mkdir(parents=True)
+            summary = fill(tmp)
             B.install_build(tmp, path, overwrite)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
