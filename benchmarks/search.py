@@ -23,12 +23,13 @@ import argparse
 import glob
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from search_peers import current_rss_mb, rss_mb  # one copy: that script runs in the peers' venvs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = "/tmp/peers"
@@ -162,24 +163,6 @@ def colxm_search(args):
         r["setting"] = setting
         out.append(r)
     print(json.dumps({"search": out, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base}))
-
-
-def rss_mb():
-    """Peak RSS of this process (VmHWM). Not ru_maxrss: after fork+exec that also counts the parent's
-    RSS at fork time (here the orchestrator holding every vector)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def current_rss_mb():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def timed_queries(search_one, search_batch, Q, single=None):
