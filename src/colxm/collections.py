@@ -96,7 +96,7 @@ def load_collection(path: str | Path, fmt: str = "auto", *, id_field: str | None
         if not path.is_file():
             raise InputError(f"{path.parent}: no corpus.jsonl in this folder, so it is not a BEIR dataset")
     if kind in ("beir", "jsonl"):
-        return _records_to_docs(_read_jsonl(path, encoding), path, spec)
+        return _records_to_docs(read_jsonl_records(path, encoding), path, spec)
     if kind == "json":
         return _records_to_docs(_read_json_array(path, encoding), path, spec, unit="item")
     return _read_tsv(path, spec)
@@ -104,8 +104,8 @@ def load_collection(path: str | Path, fmt: str = "auto", *, id_field: str | None
 
 # ---------------------------------------------------------------------------- record readers
 
-def _read_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line."""
+def read_jsonl_records(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file; errors name file and line."""
     try:
         with _open_text(path, encoding) as f:
             for lineno, line in enumerate(f, 1):

@@ -36,8 +36,8 @@ def test_jsonl_round_trips(tmp_path):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ("{not json", r"bad\.jsonl:2: not valid JSON"),
-        ('{"query": "q", "positive": "p"}', r"bad\.jsonl:2: missing key 'negative'"),
+        ("{not json", r"bad\.jsonl, line 2: not valid JSON"),
+        ('{"query": "q", "positive": "p"}', r"bad\.jsonl, line 2: missing key 'negative'"),
         ('{"query": "", "positive": "p", "negative": "n"}', r"'query' must be a non-empty string"),
     ],
 )

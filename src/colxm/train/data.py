@@ -17,6 +17,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from colxm.collections import read_jsonl_records
 from colxm.errors import CheckpointError, ColxmError, InputError
 
 log = logging.getLogger(__name__)
@@ -56,26 +57,17 @@ def read_jsonl(path: str | Path, required: Sequence[str]) -> Iterator[dict]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file; give a JSONL file with keys {', '.join(required)}")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            for key in required:
-                if key not in obj:
-                    raise InputError(f"{path}:{lineno}: missing key {key!r} (each line needs {', '.join(required)})")
-            yield obj
+    for lineno, obj in read_jsonl_records(path):
+        for key in required:
+            if key not in obj:
+                raise InputError(f"{path}, line {lineno}: missing key {key!r} (each line needs {', '.join(required)})")
+        yield obj
 
 
 def _text(obj: dict, key: str, path: Path | str, lineno: int) -> str:
     v = obj[key]
     if not isinstance(v, str) or not v.strip():
-        raise InputError(f"{path}:{lineno}: {key!r} must be a non-empty string")
+        raise InputError(f"{path}, line {lineno}: {key!r} must be a non-empty string")
     return v
 
 
