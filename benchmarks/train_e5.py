@@ -45,9 +45,6 @@ def load_beir(folder: Path):
 
 def mrr_at_10(encoder, folder: Path, batch_size: int = 32) -> dict:
     """Exact MaxSim of every query against every document; RR@10 via ir-measures."""
-    import ir_measures
-    from ir_measures import RR
-
     from colxm.train.data import _pack, maxsim_rank
 
     ids, docs, queries, qrels = load_beir(folder)
@@ -55,29 +52,26 @@ def mrr_at_10(encoder, folder: Path, batch_size: int = 32) -> dict:
     D = encoder.encode_documents(docs, batch_size=batch_size)
     Q = encoder.encode_queries([q["text"] for q in queries], batch_size=batch_size)
     mat, offsets = _pack(D, encoder.dim)
-    run = []
-    for q, Qv in zip(queries, Q):
-        s = maxsim_rank(Qv, mat, offsets)
-        top = np.argsort(-s, kind="stable")[:10]
-        run.extend(ir_measures.ScoredDoc(q["_id"], ids[j], float(s[j])) for j in top)
-    qr = [ir_measures.Qrel(q, d, r) for q, ds in qrels.items() for d, r in ds.items()]
-    value = ir_measures.calc_aggregate([RR @ 10], qr, run)[RR @ 10]
-    return {"mrr@10": round(float(value), 4), "queries": len(queries), "docs": len(docs),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    scores = (maxsim_rank(Qv, mat, offsets) for Qv in Q)
+    return _rr_at_10(queries, ids, docs, qrels, scores, t0)
 
 
 def dense_mrr_at_10(model, folder: Path, batch_size: int = 32) -> dict:
     """DPR-XM: cosine of pooled vectors, every document scored; RR@10 via ir-measures."""
-    import ir_measures
-    from ir_measures import RR
-
     ids, docs, queries, qrels = load_beir(folder)
     t0 = time.perf_counter()
     D = model.encode(docs, kind="passage", batch_size=batch_size)
     Q = model.encode([q["text"] for q in queries], kind="query", batch_size=batch_size)
-    S = Q @ D.T
+    return _rr_at_10(queries, ids, docs, qrels, Q @ D.T, t0)
+
+
+def _rr_at_10(queries, ids, docs, qrels, scores, t0: float) -> dict:
+    """RR@10 via ir-measures from one score row per query (every document scored)."""
+    import ir_measures
+    from ir_measures import RR
+
     run = []
-    for q, s in zip(queries, S):
+    for q, s in zip(queries, scores):
         top = np.argsort(-s, kind="stable")[:10]
         run.extend(ir_measures.ScoredDoc(q["_id"], ids[j], float(s[j])) for j in top)
     qr = [ir_measures.Qrel(q, d, r) for q, ds in qrels.items() for d, r in ds.items()]
