@@ -37,9 +37,10 @@ def run(*args):
     return CliRunner().invoke(app, list(args))
 
 
-def fails(res, pattern):
-    """One line on stderr starting with 'error:', exit code 1, no traceback."""
-    assert res.exit_code == 1, res.output
+def fails(res, pattern, code=1):
+    """One line on stderr starting with 'error:', exit code ``code`` (2: a bad command line),
+    no traceback."""
+    assert res.exit_code == code, res.output
     err = res.stderr.strip()
     assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, err
     assert pattern in err, err
@@ -138,20 +139,20 @@ def test_bad_input(index, model, tmp_path):
     bad.write_text('{"id": "1", "text": "fine"}\n{"id": "2", "text": "broken"\n')
     fails(run("index", str(bad), "--index", str(tmp_path / "i2"), "--model", model), "bad.jsonl, line 2")
     assert not (tmp_path / "i2").exists() and not [p for p in tmp_path.iterdir() if "i2" in p.name]
-    fails(run("search", str(index), "hello", "--lang", "xx"), "unknown language 'xx'")
-    fails(run("search", str(index), "   "), "empty")
-    fails(run("search", str(index), "hello", "-k", "0"), "-k must be a positive")
-    fails(run("search", str(index), "hello", "-k", "-3"), "-k must be a positive")
+    fails(run("search", str(index), "hello", "--lang", "xx"), "unknown language 'xx'", code=2)
+    fails(run("search", str(index), "   "), "empty", code=2)
+    fails(run("search", str(index), "hello", "-k", "0"), "-k must be a positive", code=2)
+    fails(run("search", str(index), "hello", "-k", "-3"), "-k must be a positive", code=2)
     fails(run("search", str(tmp_path), "hello"), "not a colxm index")
     fails(run("search", str(tmp_path / "nowhere"), "hello"), "no such index folder")
-    fails(run("search", str(index), "hello", "--where", "novalue"), "FIELD=VALUE")
+    fails(run("search", str(index), "hello", "--where", "novalue"), "FIELD=VALUE", code=2)
     fails(run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(index), "--model", model), "already holds an index")
     fails(run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(tmp_path / "i3"), "--model", str(tmp_path / "no-model")),
           "does not exist")
     fails(run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(tmp_path / "i4"), "--model", model,
-              "--passage-tokens", "16", "--passage-overlap", "16"), "--passage-overlap")
+              "--passage-tokens", "16", "--passage-overlap", "16"), "--passage-overlap", code=2)
     fails(run("evaluate", str(index), "--queries", str(SAMPLE / "queries.jsonl")), "both queries and qrels")
-    fails(run("delete", str(index)), "give the ids")
+    fails(run("delete", str(index)), "give the ids", code=2)
 
 
 def test_demo_on_tiny_model(model, tmp_path):

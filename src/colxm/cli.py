@@ -1,7 +1,9 @@
 """The `colxm` command: index a collection, search it, evaluate it, keep it up to date.
 
-Every colxm error becomes one line on stderr and exit code 1 (no traceback); the library's own
-writes are atomic, so an interrupted or failed command leaves the index as it was.
+Every error is one line on stderr starting with ``error:`` (no traceback, no usage panel):
+exit code 2 for a bad command line (missing argument, unknown option or command, bad option
+value), 1 for a failure while working (missing file, malformed collection, not an index).
+The library's own writes are atomic, so an interrupted or failed command leaves the index as it was.
 """
 from __future__ import annotations
 
@@ -15,13 +17,85 @@ from typing import List, Optional
 
 import numpy as np
 import typer
+from typer.core import TyperGroup
 
 from colxm import __version__
 from colxm.errors import ColxmError, InputError, LanguageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Multilingual late-interaction retrieval.")
+try:  # typer >= 0.2x ships its own copy of click; older typer uses click itself
+    from typer._click import exceptions as click_exceptions
+    from typer._click.globals import get_current_context as click_get_current_context
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_exceptions
+    from click import get_current_context as click_get_current_context
+
 log = logging.getLogger("colxm")
+USAGE_EXIT = 2
+
+
+class OptionError(InputError):
+    """A bad option or argument value found before any work is done (exit code 2)."""
+
+
+class LanguageOptionError(LanguageError, OptionError):
+    """An unknown --lang code."""
+
+
+def _one_line(message: str) -> str:
+    message = " ".join(str(message).split()).rstrip(".")
+    return message[:1].lower() + message[1:]
+
+
+def usage_message(e: Exception, command_path: Optional[str]) -> str:
+    """``error: <problem>; see <command> --help`` for a command-line mistake."""
+    param = getattr(e, "param", None)
+    if isinstance(e, click_exceptions.MissingParameter) and param is not None:
+        if param.param_type_name == "argument":
+            text = f"missing argument {param.name.upper()}"
+        else:
+            text = f"missing option {' / '.join(param.opts)}"
+    elif isinstance(e, click_exceptions.ClickException):
+        text = _one_line(e.format_message())
+    else:
+        text = _one_line(str(e))
+    return f"error: {text}" + (f"; see {command_path} --help" if command_path else "")
+
+
+class OneLineErrors(TyperGroup):
+    """The colxm command group: click's usage errors (missing argument, unknown option or
+    command, bad option value) become one ``error:`` line and exit code 2 instead of the
+    usage panel; the `train` sub-app's commands are part of this group, so they get it too."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_exceptions.NoArgsIsHelpError as e:  # bare `colxm`: the help text is the answer
+            e.show()
+            sys.exit(e.exit_code)
+        except click_exceptions.UsageError as e:
+            path = e.ctx.command_path if e.ctx is not None else self._command_path(args, prog_name)
+            typer.echo(usage_message(e, path), err=True)
+            sys.exit(USAGE_EXIT)
+        except click_exceptions.ClickException as e:
+            typer.echo(f"error: {_one_line(e.format_message())}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)  # a typer.Exit's code, or 0
+
+    def _command_path(self, args, prog_name) -> str:
+        """'colxm <command>' for errors click raises before it has a context (an option that
+        lacks its value)."""
+        args = list(sys.argv[1:] if args is None else args)
+        sub = next((a for a in args if a in self.commands), None)
+        return " ".join(x for x in (prog_name or self.name or "colxm", sub) if x)
+
+
+app = typer.Typer(cls=OneLineErrors, name="colxm", add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False, help="Multilingual late-interaction retrieval.")
 
 DEFAULT_MODEL = "default"
 MODEL_HELP = ("model: 'default' (multilingual-e5-small + ColBERT projection, built offline on first "
@@ -34,11 +108,16 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def handles_errors(fn):
-    """Turn colxm errors (and file-system errors) into a one-line message and exit code 1."""
+    """Turn colxm errors (and file-system errors) into a one-line message and exit code 1
+    (2 for an OptionError: a bad value on the command line)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except OptionError as e:
+            ctx = click_get_current_context(silent=True)
+            typer.echo(usage_message(e, ctx.command_path if ctx is not None else None), err=True)
+            raise typer.Exit(USAGE_EXIT)
         except ColxmError as e:
             _fail(str(e))
         except OSError as e:
@@ -79,13 +158,13 @@ def check_language(lang: Optional[str]) -> Optional[str]:
     XMOD code); the model checks that it has the language when it encodes."""
     if lang is None or lang == "auto":
         return lang
-    from colxm.modeling.languages import _ALIASES
+    from colxm.modeling.languages import resolve_alias
 
     if not re.fullmatch(r"[A-Za-z]{2,3}([_-][A-Za-z]{2,4})?", lang):
-        raise LanguageError(f"unknown language {lang!r}: give a code like 'de', 'pt_BR' or 'auto'")
-    iso = _ALIASES.get(lang.lower(), lang).replace("-", "_").split("_")[0].lower()
+        raise LanguageOptionError(f"unknown language {lang!r}: give a code like 'de', 'pt_BR' or 'auto'")
+    iso = resolve_alias(lang).replace("-", "_").split("_")[0].lower()
     if iso not in _known_languages():
-        raise LanguageError(f"unknown language {lang!r}: give a code like 'de', 'pt_BR' or 'auto'")
+        raise LanguageOptionError(f"unknown language {lang!r}: give a code like 'de', 'pt_BR' or 'auto'")
     return lang
 
 
@@ -109,7 +188,7 @@ def parse_where(items: Optional[List[str]]) -> Optional[dict]:
     for item in items:
         field, sep, value = item.partition("=")
         if not sep or not field.strip():
-            raise InputError(f"--where expects FIELD=VALUE, got {item!r}")
+            raise OptionError(f"--where expects FIELD=VALUE, got {item!r}")
         values = [value]
         if re.fullmatch(r"-?\d+", value):
             values.append(int(value))
@@ -121,7 +200,7 @@ def parse_where(items: Optional[List[str]]) -> Optional[dict]:
 
 def check_k(k: int, name: str = "-k") -> None:
     if k <= 0:
-        raise InputError(f"{name} must be a positive number of results, got {k}")
+        raise OptionError(f"{name} must be a positive number of results, got {k}")
 
 
 def open_index(path: Path, model: Optional[str] = None):
@@ -187,14 +266,18 @@ def index_command(
     from colxm.index.manifest import IndexConfig
 
     lang = check_language(lang)
+    if nbits not in (1, 2, 4):
+        raise OptionError(f"--nbits must be 1, 2 or 4, got {nbits}")
+    if passage_tokens is not None and passage_tokens < 8:
+        raise OptionError(f"--passage-tokens must be at least 8, got {passage_tokens}")
     if passage_overlap < 0:
-        raise InputError(f"--passage-overlap must be >= 0, got {passage_overlap}")
+        raise OptionError(f"--passage-overlap must be >= 0, got {passage_overlap}")
     docs = read_documents(collection, fmt, id_field, text_field, title)
     encoder = load_encoder(model)
     if passage_tokens is None:
         passage_tokens = max(8, encoder.config.doc_maxlen - 3)  # [CLS], [D] marker, [SEP] fit too
     if passage_overlap >= passage_tokens:
-        raise InputError(f"--passage-overlap ({passage_overlap}) must be smaller than --passage-tokens ({passage_tokens})")
+        raise OptionError(f"--passage-overlap ({passage_overlap}) must be smaller than --passage-tokens ({passage_tokens})")
     config = IndexConfig(nbits=nbits, passage_max_tokens=passage_tokens, passage_overlap=passage_overlap)
     built = Index.build(index, docs, encoder=encoder, config=config, languages=lang, overwrite=overwrite)
     typer.echo(f"{index}: {summary_line(built.last_summary)}")
@@ -216,9 +299,10 @@ def search_command(
     check_k(k)
     lang = check_language(lang)
     if not query.strip():
-        raise InputError("the query is empty")
+        raise OptionError("the query is empty")
+    filters = parse_where(where)
     idx = open_index(index, model)
-    hits = idx.search(query, k=k, languages=lang, where=parse_where(where))[0]
+    hits = idx.search(query, k=k, languages=lang, where=filters)[0]
     if explain:
         from colxm.explain import explain_hit, format_explanation
 
@@ -329,7 +413,7 @@ def delete_command(
             raise InputError(f"{ids_file}: no such file")
         all_ids += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not all_ids:
-        raise InputError("give the ids to delete (arguments or --ids-file)")
+        raise OptionError("give the ids to delete (arguments or --ids-file)")
     with open_index(index) as idx:
         summary = idx.delete(all_ids)
     typer.echo(f"{index}: {summary.deleted} documents deleted" + (f", {summary.not_found} ids not found" if summary.not_found else ""))
