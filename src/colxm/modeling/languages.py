@@ -22,6 +22,12 @@ _ALIASES = {"nb": "no", "nn": "no", "iw": "he", "in": "id", "fil": "tl", "zh-cn"
             "zh-hans": "zh_CN", "zh-tw": "zh_TW", "zh-hant": "zh_TW"}
 
 
+def resolve_alias(code: str) -> str:
+    """``code`` with a known alias replaced by the code XMOD uses ("nb" -> "no", "zh-TW" ->
+    "zh_TW"; case-insensitive); any other code is returned unchanged."""
+    return _ALIASES.get(code.lower(), code)
+
+
 class LanguageRouter:
     """Maps language specs to adapter indexes for one XMOD checkpoint.
 
