@@ -159,9 +159,14 @@ def main() -> None:
     ap.add_argument("--max-queries", type=int, default=None)
     ap.add_argument("--shares", default="0.01,0.1,0.5")
     ap.add_argument("--seeds", default="0,1,2", help="k-means seeds of the fresh builds (first = reference)")
+    ap.add_argument("--shuffled", action="store_true",
+                    help="also a fresh build of the documents in a shuffled order (k-means sample spread)")
     ap.add_argument("--no-optimize", action="store_true", help="skip optimize() + its evaluation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--budget-min", type=float, default=0,
+                    help="skip optional steps (seeds after the second, optimize below the largest share) "
+                         "that would end the run past this many minutes")
     ap.add_argument("--exact-cache", default=None, help="file caching the exact top-10 (default: none)")
     args = ap.parse_args()
     import torch
@@ -199,30 +204,45 @@ def main() -> None:
                           config=IndexConfig(nbits=2, seed=seed), show_progress=False)
         return idx, time.perf_counter() - t
 
-    fresh_q = []
-    for seed in seeds:
+    t_start = time.perf_counter()
+
+    def over_budget(cost_s: float) -> bool:
+        """True when an optional step of about cost_s would end past --budget-min."""
+        return bool(args.budget_min) and time.perf_counter() - t_start + cost_s > 60 * args.budget_min
+
+    fresh_q: list[dict] = []
+
+    def fresh(seed, order=None):
         path = os.path.join(work, f"fresh{seed}")
-        idx, s = build(path, range(n), seed)
+        idx, s = build(path, range(n) if order is None else order, seed)
         q = judge(idx)
-        fresh_q.append(q)
         rec = {"seed": seed, "build_s": round(s, 2), "num_centroids": idx.stats()["num_centroids"], **public(q),
                "drift_build": idx.stats()["drift"]["build"]}
-        out["fresh"].append(rec)
+        if order is None:
+            fresh_q.append(q)
+            out["fresh"].append(rec)
+        else:
+            rec.update(order="shuffled (seed 0)", **paired(q, ref))
+            out["fresh_shuffled"] = rec
         print(f"fresh build seed {seed}: {json.dumps(rec)}", flush=True)
         idx.close()
         shutil.rmtree(path)
+
+    fresh(seeds[0])  # the reference (and the rebuild timing)
     ref = fresh_q[0]
-    rebuild_s = out["fresh"][0]["build_s"]
-    out["rebuild_s"] = rebuild_s
-    out["seed_noise"] = [{"seeds": [seeds[i], seeds[j]], **paired(fresh_q[j], fresh_q[i])}
-                         for i, j in itertools.combinations(range(len(seeds)), 2)]
-    noise = {m: max([abs(p[f"d_{m}"]) for p in out["seed_noise"]], default=None) for m in ("mrr@10", "overlap@10")}
-    out["noise_floor"] = noise  # largest |difference| between two fresh builds
-    print(f"seed noise: {json.dumps(out['seed_noise'])}", flush=True)
+    rebuild_s = out["rebuild_s"] = out["fresh"][0]["build_s"]
+    eval_s = out["fresh"][0]["search_ms_per_query"] * len(qids) / 1000
+    evaluated: list[tuple[dict, str, dict]] = []  # (run, key, per-query figures): deltas at the end
+
+    def record(run: dict, key: str, q: dict, **extra) -> None:
+        run[key] = {**public(q), **paired(q, ref), **extra}
+        evaluated.append((run, key, q))
+        print(f"+{run['share']:.0%} {key}: {json.dumps(run[key])}", flush=True)
 
     rng = np.random.default_rng(0)
     perm = rng.permutation(n)
-    for share in [float(s) for s in args.shares.split(",")]:
+    shares = [float(s) for s in args.shares.split(",")]
+    for share in shares:
         n_add = int(round(n * share / (1 + share)))
         base, added = np.sort(perm[: n - n_add]), np.sort(perm[n - n_add:])
         path = os.path.join(work, f"p{share}")
@@ -233,33 +253,56 @@ def main() -> None:
         add_s = time.perf_counter() - t
         assert summ.indexed == n_add - summ.empty and len(idx) == n - n_empty, (summ, len(idx))
         added_vec = int(sum(len(vecs[i]) for i in added))
-        q = judge(idx)
         st = idx.stats()
         run = {"share": share, "base_docs": len(base), "added_docs": n_add, "added_vectors": added_vec,
                "num_centroids": k_base, "segments": st["segments"], "base_build_s": round(base_s, 2),
                "add_s": round(add_s, 3), "rebuild_s": rebuild_s, "add_over_rebuild": round(add_s / rebuild_s, 4),
                "add_us_per_vector": round(1e6 * add_s / added_vec, 2),
-               "rebuild_us_per_vector": round(1e6 * rebuild_s / n_vec, 2),
-               "updated": {**public(q), **paired(q, ref)}, "drift": st["drift"]}
-        print(f"+{share:.0%}: add {add_s:.2f}s, updated {json.dumps(run['updated'])}", flush=True)
-        if not args.no_optimize:
+               "rebuild_us_per_vector": round(1e6 * rebuild_s / n_vec, 2), "drift": st["drift"]}
+        print(f"+{share:.0%}: base build {base_s:.1f}s, add {add_s:.2f}s ({run['add_over_rebuild']:.2%} of a rebuild)",
+              flush=True)
+        record(run, "updated", judge(idx))
+        # one segment, like the fresh build: the search budget (nrerank) is per segment
+        if not args.no_optimize and (share == max(shares) or not over_budget(eval_s + 2 * rebuild_s)):
             t = time.perf_counter()
             idx.optimize()
             run["optimize_s"] = round(time.perf_counter() - t, 2)
-            q = judge(idx)
-            run["optimized"] = {**public(q), **paired(q, ref)}
-            print(f"+{share:.0%}: optimize {run['optimize_s']}s, {json.dumps(run['optimized'])}", flush=True)
+            record(run, "optimized", judge(idx))
         t = time.perf_counter()
         rep = idx.reindex(embeddings=lambda keys: [vecs_by_id[d] for d, _ in keys])
         run["reindex"] = {"done": rep.done, "reason": rep.reason, "s": round(time.perf_counter() - t, 2)}
         if rep.done:
-            q = judge(idx)
-            run["reindexed"] = {**public(q), **paired(q, ref), "num_centroids": idx.stats()["num_centroids"]}
+            record(run, "reindexed", judge(idx), num_centroids=idx.stats()["num_centroids"])
         run["verify"] = idx.verify()
         print(json.dumps(run), flush=True)
         out["runs"].append(run)
         idx.close()
         shutil.rmtree(path)
+
+    # the noise floor: the second seed always, the others within the budget
+    if len(seeds) > 1:
+        fresh(seeds[1])
+    # the k-means sample is the head of the stream (first-N); a shuffled collection order shows
+    # how much the choice of sampled documents moves quality, next to the seed
+    if args.shuffled and not over_budget(rebuild_s + eval_s):
+        fresh(seeds[0], order=np.random.default_rng(0).permutation(n))
+    elif args.shuffled:
+        out.setdefault("skipped", []).append("fresh build in shuffled order (--budget-min)")
+    for seed in seeds[2:]:
+        if over_budget(rebuild_s + eval_s):
+            out.setdefault("skipped", []).append(f"fresh build seed {seed} (--budget-min)")
+            continue
+        fresh(seed)
+    done_seeds = [r["seed"] for r in out["fresh"]]
+    out["seed_noise"] = [{"seeds": [done_seeds[i], done_seeds[j]], **paired(fresh_q[j], fresh_q[i])}
+                         for i, j in itertools.combinations(range(len(done_seeds)), 2)]
+    noise = {m: max([abs(p[f"d_{m}"]) for p in out["seed_noise"]], default=None) for m in ("mrr@10", "overlap@10")}
+    out["noise_floor"] = noise  # largest |difference| between two fresh builds
+    print(f"seed noise: {json.dumps(out['seed_noise'])}", flush=True)
+    if len(fresh_q) > 1:  # also against the mean of the fresh builds (per query)
+        mean = {k: np.mean([q[k] for q in fresh_q], axis=0) for k in ("rr", "ov")}
+        for run, key, q in evaluated:
+            run[key]["vs_fresh_mean"] = paired(q, mean)
 
     out["criteria"] = {
         "limit": LIMIT,
