@@ -178,6 +178,9 @@ def main() -> None:
     t0 = time.perf_counter()
     meta, vecs, queries, qids = load_vectors(args.emb, args.max_docs, args.max_queries)
     n = len(vecs)
+    if not args.max_docs and n < meta.get("n_docs_total", n):
+        raise SystemExit(f"{args.emb} holds {n} of {meta['n_docs_total']} documents (encoding not finished?); "
+                         "use --max-docs for a subset")
     ids = meta["doc_ids"][:n]
     texts = load_texts(args.data, ids)
     docs = [{"id": i, "text": texts.get(i, "")} for i in ids]
@@ -204,11 +207,9 @@ def main() -> None:
                           config=IndexConfig(nbits=2, seed=seed), show_progress=False)
         return idx, time.perf_counter() - t
 
-    t_start = time.perf_counter()
-
     def over_budget(cost_s: float) -> bool:
         """True when an optional step of about cost_s would end past --budget-min."""
-        return bool(args.budget_min) and time.perf_counter() - t_start + cost_s > 60 * args.budget_min
+        return bool(args.budget_min) and time.perf_counter() - t0 + cost_s > 60 * args.budget_min
 
     fresh_q: list[dict] = []
 
