@@ -96,6 +96,18 @@ def test_arrays_round_trip_and_errors():
     for name, value in codec.to_arrays().items():
         np.testing.assert_array_equal(again.to_arrays()[name], value)
     assert again.avg_residual == codec.avg_residual and again.nbits == 2 and again.dim == 32
+    # trained centroids are stored as int8 rows with a scale each, and read back exactly
+    arrays = codec.to_arrays()
+    assert arrays["centroids"].dtype == np.int8 and arrays["centroid_scales"].shape == (16,)
+    np.testing.assert_array_equal(again.centroids, codec.centroids)
+    assert again.centroid_dtype == "int8"
+    # a codec with other centroids (e.g. imported from colbert-ai) keeps float16, as before
+    imported = ResidualCodec(nbits=2, dim=32, centroids=codec.centroids.astype(np.float16).astype(np.float32),
+                             bucket_cutoffs=codec.bucket_cutoffs, bucket_weights=codec.bucket_weights,
+                             avg_residual=codec.avg_residual)
+    assert imported.to_arrays()["centroids"].dtype == np.float16
+    with pytest.raises(IndexFormatError, match="centroid_scales"):
+        ResidualCodec.from_arrays({k: v for k, v in arrays.items() if k != "centroid_scales"})
     with pytest.raises(IndexFormatError):
         ResidualCodec.from_arrays({"centroids": codec.centroids})
     with pytest.raises(InputError):

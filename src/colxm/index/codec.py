@@ -54,6 +54,10 @@ class ResidualCodec:
     bucket_cutoffs: np.ndarray  # float32 [2**nbits - 1]
     bucket_weights: np.ndarray  # float32 [2**nbits]
     avg_residual: float
+    # how to_arrays stores the centroid table: "float16" (as colbert-ai; imported codecs) or "int8"
+    # with one float32 scale per row (half the bytes; train_codec rounds its centroids to it first,
+    # so the residuals are computed against exactly the stored centroids and nothing is lost)
+    centroid_dtype: str = "float16"
     _lut: np.ndarray | None = field(default=None, repr=False, compare=False)
     _ivf: object = field(default=None, repr=False, compare=False)
 
@@ -73,6 +77,8 @@ class ResidualCodec:
                 f"bucket cutoffs/weights have shapes {self.bucket_cutoffs.shape}/{self.bucket_weights.shape}, "
                 f"expected ({nb - 1},)/({nb},) for nbits={self.nbits}")
         self.avg_residual = float(np.float32(self.avg_residual))  # stored as float32, as colbert-ai
+        if self.centroid_dtype not in ("float16", "int8"):
+            raise InputError(f"centroid_dtype must be float16 or int8, got {self.centroid_dtype!r}")
 
     # ---- properties -------------------------------------------------------------------------
     @property
@@ -103,26 +109,41 @@ class ResidualCodec:
 
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
+        out = {
             "nbits": np.array(self.nbits, dtype=np.int64),
-            # float16 on disk, as colbert-ai stores them; train_codec rounds them so this is lossless
-            "centroids": self.centroids.astype(np.float16),
             "bucket_cutoffs": self.bucket_cutoffs,
             "bucket_weights": self.bucket_weights,
             "avg_residual": np.array(self.avg_residual, dtype=np.float32),
         }
+        if self.centroid_dtype == "int8":
+            out["centroids"], out["centroid_scales"] = int8_rows(self.centroids)
+        else:
+            # float16 on disk, as colbert-ai stores them; lossless for imported and rounded centroids
+            out["centroids"] = self.centroids.astype(np.float16)
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "ResidualCodec":
         missing = {"nbits", "centroids", "bucket_cutoffs", "bucket_weights", "avg_residual"} - set(arrays)
         if missing:
             raise IndexFormatError(f"codec arrays are missing {sorted(missing)}; the index is incomplete")
-        centroids = np.asarray(arrays["centroids"], dtype=np.float32)
-        if centroids.ndim != 2:
-            raise IndexFormatError(f"centroids must be 2-D, got shape {centroids.shape}")
+        raw = np.asarray(arrays["centroids"])
+        if raw.ndim != 2:
+            raise IndexFormatError(f"centroids must be 2-D, got shape {raw.shape}")
+        kind = "float16"
+        if raw.dtype == np.int8:
+            scales = np.asarray(arrays.get("centroid_scales", np.zeros(0)), dtype=np.float32).reshape(-1)
+            if scales.shape != (raw.shape[0],):
+                raise IndexFormatError(f"int8 centroids need {raw.shape[0]} centroid_scales, got {scales.shape[0]}; "
+                                       "the index is incomplete")
+            centroids, kind = from_int8_rows(raw, scales), "int8"
+        elif raw.dtype.kind == "f":
+            centroids = raw.astype(np.float32)
+        else:
+            raise IndexFormatError(f"centroids have dtype {raw.dtype}; expected float16/float32 or int8")
         return cls(nbits=int(np.asarray(arrays["nbits"])), dim=int(centroids.shape[1]), centroids=centroids,
                    bucket_cutoffs=arrays["bucket_cutoffs"], bucket_weights=arrays["bucket_weights"],
-                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]))
+                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]), centroid_dtype=kind)
 
     # ---- compression ------------------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -213,6 +234,18 @@ class ResidualCodec:
         return v
 
 
+def int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantisation: (int8 [K, dim], float32 scales [K])."""
+    x = np.asarray(x, dtype=np.float32)
+    scales = (np.abs(x).max(1) / 127).astype(np.float32)
+    q = np.rint(x / np.where(scales > 0, scales, 1)[:, None])
+    return np.clip(q, -127, 127).astype(np.int8), scales
+
+
+def from_int8_rows(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    return np.asarray(q, dtype=np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
+
+
 def compute_buckets(centroids: np.ndarray, heldout: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Bucket cutoffs, weights and average residual from held-out vectors, as colbert-ai computes them
     (quantiles of all residual values; cutoffs at i/2^nbits, weights at the bucket midpoints)."""
@@ -247,7 +280,8 @@ def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = 
     k = num_centroids or num_centroids_for(x.shape[0])
     k = min(k, train.shape[0])
     cfg = config or KMeansConfig(seed=seed)
-    centroids = train_centroids(train, k, cfg).astype(np.float16).astype(np.float32)
+    # rounded to their stored form first (see ResidualCodec.centroid_dtype)
+    centroids = from_int8_rows(*int8_rows(train_centroids(train, k, cfg)))
     cutoffs, weights, avg = compute_buckets(centroids, heldout, nbits)
     return ResidualCodec(nbits=nbits, dim=x.shape[1], centroids=centroids, bucket_cutoffs=cutoffs,
-                         bucket_weights=weights, avg_residual=avg)
+                         bucket_weights=weights, avg_residual=avg, centroid_dtype="int8")

@@ -18,7 +18,8 @@ from colxm.index.atomic import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "colxm-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: segments may store local codes (SegmentRecord.codes), int8 centroid tables
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class SegmentRecord:
     tombstones: dict[str, Any] | None = None  # {"path", "size", "sha256"} of deleted local rows
     num_deleted: int = 0
     generation: int = 0  # generation that created the segment
+    codes: str = "global"  # "local": codes.npy holds per-document local codes (format 2)
 
 
 @dataclass
@@ -101,10 +103,10 @@ class Manifest:
     def from_json(cls, d: dict[str, Any], where: str = "manifest") -> "Manifest":
         if d.get("format") != FORMAT_NAME:
             raise IndexFormatError(f"{where} is not a colxm index manifest")
-        if d.get("format_version") != FORMAT_VERSION:
+        if d.get("format_version") not in READABLE_VERSIONS:
             raise IndexFormatError(
                 f"{where} has format version {d.get('format_version')!r}; this colxm reads "
-                f"version {FORMAT_VERSION}: rebuild the index or upgrade colxm"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}: rebuild the index or upgrade colxm"
             )
         try:
             segments = [SegmentRecord(**s) for s in d["segments"]]

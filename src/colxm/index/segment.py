@@ -1,7 +1,10 @@
 """One immutable segment on disk: compressed token vectors, per-document lengths, inverted
 lists and the segment's document store.
 
-Layout of ``segments/<id>/``: codes.npy [T] (uint16 when K <= 65536 centroids, else int32),
+Layout of ``segments/<id>/``: codes.npy [T] (format 2, ``SegmentRecord.codes == "local"``: each
+token's position among its document's sorted unique centroids, i.e. within the document's entries
+of the inverted lists, uint8 when every document has at most 256 distinct centroids, else uint16;
+format 1 segments hold global codes, uint16 when K <= 65536 centroids, else int32),
 residuals.npy uint8 [T, dim*nbits/8], doclens.npy int32 [N], doc_offsets.npy int64 [N+1],
 ivf_offsets.npy int64 [K+1], ivf_docs.npy [nnz] (uint16 when N <= 65536 rows, else int32),
 docs.sqlite. A segment is written in a temp folder by SegmentWriter
@@ -69,13 +72,13 @@ class SegmentWriter:
 
     def finish(self) -> dict[str, int]:
         """Write the .npy arrays and inverted lists, fsync everything; returns counts."""
-        from colxm.index.ivf import build_ivf
+        from colxm.index.ivf import build_ivf, local_codes
 
         for f in (self._codes, self._residuals, self._doclens):
             f.close()
         self.store.close()
         t, n = self.num_tokens, self.num_rows
-        _raw_to_npy(self.folder / "codes.bin", self.folder / "codes.npy", self.code_dtype, (t,))
+        _raw_to_npy(self.folder / "codes.bin", self.folder / "codes.global.npy", self.code_dtype, (t,))
         _raw_to_npy(
             self.folder / "residuals.bin", self.folder / "residuals.npy", np.uint8, (t, self.packed)
         )
@@ -84,13 +87,15 @@ class SegmentWriter:
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(doclens, out=offsets[1:])
         np.save(self.folder / "doc_offsets.npy", offsets)
-        codes = np.load(self.folder / "codes.npy", mmap_mode="r")
-        ivf_offsets, ivf_docs = build_ivf(np.asarray(codes), doclens, self.num_centroids)
+        codes = np.load(self.folder / "codes.global.npy")
+        ivf_offsets, ivf_docs = build_ivf(codes, doclens, self.num_centroids)
+        np.save(self.folder / "codes.npy", local_codes(codes, doclens, self.num_centroids))
         del codes
+        (self.folder / "codes.global.npy").unlink()
         np.save(self.folder / "ivf_offsets.npy", np.asarray(ivf_offsets, dtype=np.int64))
         np.save(self.folder / "ivf_docs.npy", np.asarray(ivf_docs, dtype=code_dtype(n)))
         fsync_tree(self.folder)
-        return {"num_rows": n, "num_tokens": t}
+        return {"num_rows": n, "num_tokens": t, "codes": "local"}
 
     def abort(self) -> None:
         for f in (self._codes, self._residuals, self._doclens):
@@ -133,6 +138,7 @@ def segment_record(root: Path, seg_id: str, generation: int, counts: dict[str, i
         num_tokens=counts["num_tokens"],
         files=files,
         generation=generation,
+        codes=counts.get("codes", "global"),
     )
 
 
@@ -141,7 +147,7 @@ class OpenSegment:
     """A committed segment opened for reading: memory-mapped arrays, live mask, store."""
 
     record: SegmentRecord
-    codes: np.ndarray
+    codes: np.ndarray  # global codes; for local-code segments a LocalCodes view (indexes the same)
     residuals: np.ndarray
     doclens: np.ndarray
     doc_offsets: np.ndarray
@@ -179,6 +185,7 @@ def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centr
         raise IndexFormatError(f"{where}: the manifest lists no file for {missing}")
     arr = {name: _load(root, rec.files[name], where) for name in ARRAYS}
     n, t = rec.num_rows, rec.num_tokens
+    local = rec.codes == "local"
     expect = {
         "codes": ((t,), code_dtype(num_centroids)),
         "residuals": ((t, dim * nbits // 8), np.uint8),
@@ -186,6 +193,10 @@ def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centr
         "doc_offsets": ((n + 1,), np.int64),
         "ivf_offsets": ((num_centroids + 1,), np.int64),
     }
+    if rec.codes not in ("local", "global"):
+        raise IndexFormatError(f"{where}: unknown codes layout {rec.codes!r}; upgrade colxm")
+    if local:
+        expect["codes"] = ((t,), arr["codes"].dtype if arr["codes"].dtype in (np.uint8, np.uint16) else np.uint8)
     for name, (shape, dtype) in expect.items():
         a = arr[name]
         if a.shape != shape or a.dtype != dtype:
@@ -208,6 +219,10 @@ def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centr
     if store.num_rows != n:
         store.close()
         raise IndexFormatError(f"{where}: document store has {store.num_rows} rows, segment has {n}")
+    if local:
+        from colxm.index.ivf import LocalCodes
+
+        arr["codes"] = LocalCodes(arr["codes"], arr["doc_offsets"], arr["ivf_offsets"], arr["ivf_docs"])
     return OpenSegment(rec, live=live, store=store, **arr)
 
 
