@@ -35,9 +35,10 @@ def test_exhaustive_matches_bruteforce_on_decompressed(setup):
 
 
 @pytest.mark.parametrize("params", [SearchParams(ncells=4, ndocs=1024),  # approximate scores from the lists
-                                    SearchParams(ncells=4, ndocs=256, approx_cells=0)])  # colbert-ai's way
+                                    SearchParams(ncells=4, ndocs=512, approx_cells=0),  # colbert-ai's way
+                                    SearchParams(ncells=4, ndocs=1024, centroid_nprobe=4)])  # faiss top centroids
 def test_plaid_overlap_with_exhaustive(params):
-    # 3000 docs: the candidate and ndocs stages really cut (ndocs=256 keeps < 10% of the docs)
+    # 3000 docs: the candidate and ndocs stages really cut (ndocs=512 keeps < 20% of the docs)
     docs, _ = clustered_docs(n_docs=3000, dim=32, n_topics=200, seed=0)
     codec = train_codec(np.concatenate(docs), nbits=2, num_centroids=512, seed=0)
     s = Searcher(codec, [SegmentData.from_vectors(codec, docs)])
@@ -109,6 +110,15 @@ def test_list_based_approximation_is_plaid_approximation_when_it_reads_every_cen
     q = queries_from(docs, n=1, qlen=8)[0]
     S = q @ codec.centroids.T
     cand = np.arange(0, 300, 3)
-    np.testing.assert_allclose(approx_scores_lists(seg, cand, S, 64, -1e9), approx_scores(seg, cand, S), rtol=1e-6)
+    order = np.argsort(-S, axis=1)
+
+    def lists(m):
+        ids = order[:, :m]
+        vals = np.take_along_axis(S, ids, 1)
+        fallback = S[np.arange(len(S)), order[:, m]] if m < S.shape[1] else np.full(len(S), -1e4, np.float32)
+        return approx_scores_lists(seg, cand, vals, ids, fallback, np.ones(ids.shape, bool))
+
+    np.testing.assert_allclose(lists(64), approx_scores(seg, cand, S), rtol=1e-6)
     # with fewer centroids per token, a missing one is imputed by an upper bound: never below
-    assert np.all(approx_scores_lists(seg, cand, S, 8, -1e9) >= approx_scores(seg, cand, S) - 1e-5)
+    assert np.all(lists(8) >= approx_scores(seg, cand, S) - 1e-5)
+    assert np.any(lists(8) > approx_scores(seg, cand, S) + 1e-3)

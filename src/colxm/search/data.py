@@ -7,7 +7,7 @@ import numpy as np
 
 from colxm.errors import IndexFormatError, InputError
 from colxm.index.codec import ResidualCodec
-from colxm.index.ivf import build_ivf
+from colxm.index.ivf import LocalCodes, build_ivf, doc_codes_from_ivf
 
 
 @dataclass(eq=False)  # identity: searchers cache per-segment scratch arrays
@@ -15,7 +15,7 @@ class SegmentData:
     """One segment: token codes/residuals grouped by document, plus its inverted lists.
 
     ``codes`` may be any integer dtype (uint16 when there are at most 65,536 centroids keeps the
-    index small); ``ivf_docs`` likewise (uint16 when the segment has at most 65,536 documents).
+    index small) or a LocalCodes view (format-2 segments store local codes); ``ivf_docs`` likewise (uint16 when the segment has at most 65,536 documents).
     ``live`` marks documents that are not deleted (None = all live).
     """
 
@@ -64,17 +64,20 @@ class SegmentData:
 
     def ensure_doc_codes(self) -> None:
         """Derive doc_codes / doc_code_offsets from the inverted lists (once; ~0.1 s per million
-        list entries), so they need not be stored on disk."""
+        list entries), so they need not be stored on disk. Shared with a LocalCodes view."""
         if self.doc_codes is not None:
             return
-        K = self.ivf_offsets.shape[0] - 1
-        counts = np.diff(np.asarray(self.ivf_offsets))
-        cent = np.repeat(np.arange(K, dtype=np.uint16 if K <= 65536 else np.int32), counts)
-        docs = np.asarray(self.ivf_docs)
-        order = np.argsort(docs, kind="stable")  # by doc, centroids ascending within a doc
-        offsets = np.zeros(self.num_docs + 1, dtype=np.int64)
-        np.cumsum(np.bincount(docs, minlength=self.num_docs), out=offsets[1:])
-        self.doc_codes, self.doc_code_offsets = cent[order], offsets
+        if isinstance(self.codes, LocalCodes):
+            self.doc_code_offsets, self.doc_codes = self.codes.doc_codes
+        else:
+            self.doc_code_offsets, self.doc_codes = doc_codes_from_ivf(self.ivf_offsets, self.ivf_docs,
+                                                                       self.num_docs)
+
+    def token_codes(self, docs: np.ndarray, idx: np.ndarray, lens: np.ndarray) -> np.ndarray:
+        """Global codes of token indexes ``idx`` (the tokens of ``docs``, ``lens`` each, in order)."""
+        if isinstance(self.codes, LocalCodes):
+            return self.codes.for_docs(docs, idx, lens)
+        return self.codes[idx]
 
     @classmethod
     def from_compressed(cls, codes: np.ndarray, residuals: np.ndarray, doclens: np.ndarray,

@@ -28,7 +28,7 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     return sims
 
 
-BLOCK_TOKENS = 1 << 15  # tokens decompressed at once: bounds memory (16 MB of float32 at dim 128)
+BLOCK_TOKENS = 1 << 13  # tokens decompressed at once: bounds memory (4 MB of float32 at dim 128)
 
 
 def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.ndarray,
@@ -46,6 +46,6 @@ def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.
 
 def _maxsim_block(codec, seg, docs, Q, q_bounds):
     idx, seg_starts = token_ranges(seg.doc_offsets, docs)
-    sims = token_sims(codec, seg.codes[idx], seg.residuals[idx], Q)
+    sims = token_sims(codec, seg.token_codes(docs, idx, np.diff(seg_starts)), seg.residuals[idx], Q)
     per_doc = segment_max(sims, seg_starts)  # [sum Lq, ndocs]
     return np.add.reduceat(per_doc, q_bounds[:-1], axis=0)

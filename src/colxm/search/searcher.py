@@ -3,26 +3,24 @@ exhaustive exact mode."""
 from __future__ import annotations
 
 import heapq
-from concurrent.futures import ThreadPoolExecutor
+import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from colxm.errors import InputError
 from colxm.index.codec import ResidualCodec
-import torch
-
-from colxm.search.candidates import (approx_scores, approx_scores_lists, candidate_docs, probe_cells, pruned,
-                                     top_centroids)
+from colxm.search.candidates import NEG, approx_scores, approx_scores_lists, candidate_docs, probe_cells, pruned
 from colxm.search.data import SegmentData
 from colxm.search.rerank import maxsim_docs
 
 Hit = tuple[int, int, float]  # (segment index, local doc, score)
-_EXHAUSTIVE_CELLS = 1 << 24  # query rows x tokens per similarity block in exhaustive mode
-_EXHAUSTIVE_TOKENS = 1 << 15  # tokens decompressed at once in exhaustive mode (16 MB of float32)
-_SCORE_BATCH = 16  # queries whose centroid scores are computed in one matmul
+_EXHAUSTIVE_ROWS = 512  # query rows scored together in exhaustive mode (groups of whole queries)
+_EXHAUSTIVE_CELLS = 1 << 22  # query rows x tokens per similarity block in exhaustive mode (16 MB)
 
 
 @dataclass
@@ -35,7 +33,10 @@ class SearchParams:
     approx_cells: approximate scores are read from each query token's approx_cells best centroids'
     inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
     over every code of every candidate, pruned then unpruned (slower, same quality in our
-    measurements).
+    measurements). centroid_nprobe: 0 scores every centroid for every query token (one matmul);
+    n > 0 finds each token's best centroids through a faiss inverted file over the centroids,
+    probing n of its lists (approximate, much cheaper with tens of thousands of centroids; only
+    with approx_cells > 0).
     """
 
     ncells: int = 2
@@ -44,6 +45,7 @@ class SearchParams:
     nrerank: int | None = None
     exhaustive: bool = False
     approx_cells: int = 16
+    centroid_nprobe: int = 0
 
     @classmethod
     def for_k(cls, k: int) -> "SearchParams":
@@ -55,9 +57,9 @@ class SearchParams:
         return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k))
 
     def validate(self) -> None:
-        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0
+        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0 or self.centroid_nprobe < 0
                 or (self.nrerank is not None and self.nrerank < 1)):
-            raise InputError(f"ncells, ndocs and nrerank must be >= 1, got {self}")
+            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, centroid_nprobe >= 0), got {self}")
 
 
 def _as_query_list(queries, dim: int) -> list[np.ndarray]:
@@ -74,6 +76,57 @@ def _as_query_list(queries, dim: int) -> list[np.ndarray]:
     return out
 
 
+class CentroidScorer:
+    """Scores query tokens against the codec's centroids: all of them (one matmul), or each token's
+    best ones through a faiss inverted file over the centroids (built on first use, seeded)."""
+
+    def __init__(self, centroids: np.ndarray):
+        self.centroids = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+        self._ivf = None
+        self._lock = threading.Lock()
+
+    def all(self, Q: np.ndarray) -> np.ndarray:
+        """[Lq, K] scores."""
+        return (torch.from_numpy(Q) @ self.centroids.T).numpy()
+
+    def best(self, Q: np.ndarray, m: int, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(values, ids) [Lq, m] of each token's m best centroids, best first, plus the full score
+        matrix when it was computed (nprobe == 0). Ids are -1 (values -1e4) where fewer were found."""
+        K = self.centroids.shape[0]
+        if nprobe <= 0 or K <= 1024:
+            scores = self.all(Q)
+            top = torch.topk(torch.from_numpy(scores), min(m, K), dim=1)
+            vals, ids = top.values.numpy(), top.indices.numpy()
+            if m > K:
+                pad = ((0, 0), (0, m - K))
+                vals, ids = np.pad(vals, pad, constant_values=NEG), np.pad(ids, pad, constant_values=-1)
+            return vals, ids, scores
+        D, ids = self._index(nprobe).search(Q, m)
+        D[ids < 0] = NEG
+        return D.astype(np.float32, copy=False), ids, None
+
+    def max_over_query(self, Q: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Best score over the query's tokens of each centroid in ``cells`` (PLAID's pruning test)."""
+        return (torch.from_numpy(Q) @ self.centroids[torch.from_numpy(cells)].T).amax(0).numpy()
+
+    def _index(self, nprobe: int):
+        with self._lock:
+            if self._ivf is None:
+                import faiss
+
+                c = self.centroids.numpy()
+                nlist = max(16, c.shape[0] // 64)
+                quantizer = faiss.IndexFlatIP(c.shape[1])
+                ivf = faiss.IndexIVFFlat(quantizer, c.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+                ivf.cp.seed = 0
+                ivf.cp.niter = 10
+                ivf.train(c)
+                ivf.add(c)
+                self._ivf = ivf
+            self._ivf.nprobe = nprobe  # the same value for every caller of one search
+            return self._ivf
+
+
 class Searcher:
     """Searches token-vector queries over segments that share one codec."""
 
@@ -82,7 +135,7 @@ class Searcher:
         self.codec = codec
         self.segments = list(segments)
         self.threads = threads
-        self._centroids_t = np.ascontiguousarray(codec.centroids.T)
+        self.scorer = CentroidScorer(codec.centroids)
         # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
         self.stage_seconds: dict[str, float] = defaultdict(float)
 
@@ -114,45 +167,42 @@ class Searcher:
             return []
         if params.exhaustive:
             return self._exhaustive(Qs, k, masks)
-        out: list[list[Hit]] = []
         threads = torch.get_num_threads()
         workers = self.threads or threads
-        pool = ThreadPoolExecutor(workers) if workers > 1 and len(Qs) > 1 else None
+        if workers <= 1 or len(Qs) == 1:
+            return [self._plaid_one(q, k, params, masks) for q in Qs]
+        # queries in parallel (numpy, torch and faiss release the GIL); one torch thread each
+        torch.set_num_threads(1)
         try:
-            for a in range(0, len(Qs), _SCORE_BATCH):
-                # one matmul scores the centroids for a batch of queries
-                batch = Qs[a:a + _SCORE_BATCH]
-                t0 = time.perf_counter()
-                stacked = torch.from_numpy(np.concatenate(batch)) @ torch.from_numpy(self._centroids_t)
-                rows = np.split(stacked.numpy(), np.cumsum([q.shape[0] for q in batch])[:-1])
-                self.stage_seconds["centroid_scores"] += time.perf_counter() - t0
-                if pool is None:
-                    out.extend(self._plaid_one(q, sc, k, params, masks) for q, sc in zip(batch, rows))
-                else:
-                    # queries in parallel (numpy and torch release the GIL); one torch thread each
-                    torch.set_num_threads(1)
-                    try:
-                        out.extend(pool.map(lambda qs: self._plaid_one(qs[0], qs[1], k, params, masks),
-                                            zip(batch, rows)))
-                    finally:
-                        torch.set_num_threads(threads)
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(lambda q: self._plaid_one(q, k, params, masks), Qs))
         finally:
-            if pool is not None:
-                pool.shutdown()
-        return out
+            torch.set_num_threads(threads)
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
-    def _plaid_one(self, Q: np.ndarray, scores: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
-        """One query: ``scores`` [Lq, K] are its centroid scores."""
-        best = None
-        if params.approx_cells > 0:  # one top-k serves probing and the approximate scores
-            best = top_centroids(scores, max(params.approx_cells, params.ncells) + 1)
-        cells = probe_cells(scores, params.ncells, None if best is None else best[1])
+    def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
+        st = self.stage_seconds
+        t0 = time.perf_counter()
+        m = max(params.approx_cells, params.ncells)
+        if params.approx_cells > 0:  # one top-m search serves probing and the approximate scores
+            vals, ids, scores = self.scorer.best(Q, m + 1, params.centroid_nprobe)
+            fallback = vals[:, m].copy()
+            vals, ids = vals[:, :m], ids[:, :m]
+            valid = ids >= 0
+            cells = probe_cells(np.where(valid, ids, ids[:, :1]), params.ncells)
+            uniq, inv = np.unique(np.where(valid, ids, 0), return_inverse=True)
+            cmax = scores.max(0)[uniq] if scores is not None else self.scorer.max_over_query(Q, uniq)
+            cell_ok = (cmax[inv.reshape(ids.shape)] >= params.centroid_score_threshold) & valid
+            ids = np.where(valid, ids, 0)
+        else:
+            scores = self.scorer.all(Q)
+            top = torch.topk(torch.from_numpy(scores), min(params.ncells, scores.shape[1]), dim=1).indices.numpy()
+            cells = probe_cells(top, params.ncells)
+        st["centroid_scores"] += time.perf_counter() - t0
         scores_pruned = None
         nrerank = max(k, params.nrerank or params.ndocs // 4)
         qb = np.array([0, Q.shape[0]], dtype=np.int64)
         hits: list[Hit] = []
-        st = self.stage_seconds
         for s, seg in enumerate(self.segments):
             t0 = time.perf_counter()
             docs = candidate_docs(seg, cells, masks[s])
@@ -163,8 +213,7 @@ class Searcher:
             if params.approx_cells > 0:
                 keep_n = min(params.ndocs, nrerank)
                 if docs.size > keep_n:
-                    approx = approx_scores_lists(seg, docs, scores, max(params.approx_cells, params.ncells),
-                                                 params.centroid_score_threshold, best)
+                    approx = approx_scores_lists(seg, docs, vals, ids, fallback, cell_ok)
                     docs = np.sort(docs[np.argpartition(-approx, keep_n - 1)[:keep_n]])
             else:  # colbert-ai's two passes over every code of every candidate
                 approx = None
@@ -190,10 +239,16 @@ class Searcher:
 
     # ---- exhaustive ---------------------------------------------------------------------------
     def _exhaustive(self, Qs: list[np.ndarray], k: int, masks) -> list[list[Hit]]:
-        Q = np.concatenate(Qs)
-        qb = np.zeros(len(Qs) + 1, dtype=np.int64)
-        np.cumsum([q.shape[0] for q in Qs], out=qb[1:])
+        """Exact MaxSim against every live document; memory is bounded by groups of queries
+        (<= 512 rows) x blocks of tokens (16 MB of similarities), keeping only each query's top k."""
         per_query: list[list[Hit]] = [[] for _ in Qs]
+        groups, rows = [[]], 0
+        for j, q in enumerate(Qs):
+            if groups[-1] and rows + q.shape[0] > _EXHAUSTIVE_ROWS:
+                groups.append([])
+                rows = 0
+            groups[-1].append(j)
+            rows += q.shape[0]
         for s, seg in enumerate(self.segments):
             ok = np.asarray(seg.doclens) > 0
             if masks[s] is not None:
@@ -201,18 +256,27 @@ class Searcher:
             docs = np.flatnonzero(ok)
             if docs.size == 0:
                 continue
-            scores = np.empty((len(Qs), docs.size), dtype=np.float32)
-            # blocks of whole documents, sized so that the similarity block stays ~64 MB
-            block = max(256, min(_EXHAUSTIVE_TOKENS, _EXHAUSTIVE_CELLS // Q.shape[0]))
             cum = np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])
-            cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
-                if b > a:
-                    scores[:, a:b] = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
-            kk = min(k, docs.size)
-            for j in range(len(Qs)):
-                top = np.argpartition(-scores[j], kk - 1)[:kk]
-                per_query[j].extend((s, int(docs[i]), float(scores[j, i])) for i in top)
+            for group in groups:
+                Q = np.concatenate([Qs[j] for j in group])
+                qb = np.zeros(len(group) + 1, dtype=np.int64)
+                np.cumsum([Qs[j].shape[0] for j in group], out=qb[1:])
+                block = max(256, _EXHAUSTIVE_CELLS // Q.shape[0])  # tokens per block
+                cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
+                best = [([], []) for _ in group]  # per query: score arrays, doc arrays of block top-ks
+                for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
+                    if b <= a:
+                        continue
+                    sc = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
+                    kk = min(k, b - a)
+                    top = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
+                    for g in range(len(group)):
+                        best[g][0].append(sc[g, top[g]])
+                        best[g][1].append(docs[a:b][top[g]])
+                for g, j in enumerate(group):
+                    sc, dd = np.concatenate(best[g][0]), np.concatenate(best[g][1])
+                    per_query[j].extend((s, int(d), float(x)) for x, d in zip(sc, dd))
+                    per_query[j] = heapq.nlargest(k, per_query[j], key=lambda h: h[2])
         return [sorted(h, key=lambda x: -x[2])[:k] for h in per_query]
 
 
