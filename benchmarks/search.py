@@ -7,13 +7,13 @@ latency-quality curve (p50/p95 ms single query, ms/query batched, 2 threads) aga
 with exhaustive exact MaxSim on the uncompressed vectors; colxm also against its own exhaustive
 exact mode over the compressed index. JSON summary as the last line.
 
-Vectors: benchmarks/search_encode.py (e5-small + fixed random orthonormal 384->128 projection).
-This script centres them (subtracts the mean document token vector, renormalises: one fixed map
-applied to documents and queries alike), because the raw e5 token vectors all lie in a narrow cone
-(mean cosine 0.68 between random tokens) where every centroid passes any pruning threshold and the
-exact top-10 is decided by score gaps of 0.02 on 27 (see benchmarks/README.md).
+Vectors: benchmarks/search_encode.py (colxm's Encoder with the trained default model, dim 128), fed
+to every engine as they are (session 1 centred its random-projection e5 vectors; the trained model's
+vectors need no such fix). colxm's index is written by the real SegmentWriter (the on-disk segment
+format of colxm indexes: local codes, inverted lists, int8 centroid table); its text store
+(docs.sqlite, ids only here) is not counted, as the peers store no text either.
 
-  flock /tmp/colxm-cpu.lock .venv/bin/python benchmarks/search.py --chunks 15
+  flock /tmp/colxm-cpu.lock .venv/bin/python benchmarks/search.py --emb /tmp/colxm-bench/emb-trained
 Phases run as subprocesses so that each engine's search RSS is its own; every engine's index and
 results are cached under --work (delete it to rebuild).
 """
@@ -42,24 +42,20 @@ def log(*a):
 
 
 def dir_size(path):
+    """Bytes of every file of an index (colxm's text store docs.sqlite excluded: no peer stores text)."""
     return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs
-               if not os.path.islink(os.path.join(r, f)))
+               if not os.path.islink(os.path.join(r, f)) and f != "docs.sqlite")
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def prepare(emb, chunks, data):
+def prepare(emb, chunks, data, n_queries):
     if os.path.exists(os.path.join(data, "exact_ids.npy")):
         return
     import torch
     os.makedirs(data, exist_ok=True)
-    E = np.concatenate([np.load(os.path.join(emb, f"docs.{i:03d}.npy")) for i in range(chunks)]).astype(np.float32)
+    E = np.concatenate([np.load(os.path.join(emb, f"docs.{i:03d}.npy")) for i in range(chunks)])
     L = np.concatenate([np.load(os.path.join(emb, f"doclens.{i:03d}.npy")) for i in range(chunks)]).astype(np.int32)
-    Q = np.load(os.path.join(emb, "queries.npy")).astype(np.float32)
-    mu = E.mean(0)
-    E -= mu
-    E /= np.linalg.norm(E, axis=1, keepdims=True)
-    Q -= mu
-    Q /= np.linalg.norm(Q, axis=-1, keepdims=True)
+    Q = np.load(os.path.join(emb, "queries.npy")).astype(np.float32)[:n_queries]
     np.save(os.path.join(data, "docs.npy"), E.astype(np.float16))
     np.save(os.path.join(data, "doclens.npy"), L)
     np.save(os.path.join(data, "queries.npy"), Q)
@@ -67,20 +63,25 @@ def prepare(emb, chunks, data):
     E16 = torch.from_numpy(E.astype(np.float16))
     off = np.zeros(len(L) + 1, np.int64)
     np.cumsum(L, out=off[1:])
-    Qf = torch.from_numpy(Q).reshape(-1, Q.shape[-1])
     scores = torch.empty(Q.shape[0], len(L))
-    for a in range(0, len(L), 256):
-        b = min(len(L), a + 256)
-        lens = torch.from_numpy(L[a:b].astype(np.int64))
-        M = int(lens.max())
-        idx = torch.from_numpy(off[a:b])[:, None] + torch.minimum(torch.arange(M)[None], lens[:, None] - 1)
-        s = Qf @ E16[idx.reshape(-1)].float().T
-        scores[:, a:b] = s.view(Q.shape[0], Q.shape[1], b - a, M).amax(-1).sum(1)
+    for qa in range(0, Q.shape[0], 100):
+        Qf = torch.from_numpy(Q[qa:qa + 100]).reshape(-1, Q.shape[-1])
+        nq = Qf.shape[0] // Q.shape[1]
+        for a in range(0, len(L), 256):
+            b = min(len(L), a + 256)
+            lens = torch.from_numpy(L[a:b].astype(np.int64))
+            M = int(lens.max())
+            idx = torch.from_numpy(off[a:b])[:, None] + torch.minimum(torch.arange(M)[None], lens[:, None] - 1)
+            s = Qf @ E16[idx.reshape(-1)].float().T
+            scores[qa:qa + nq, a:b] = s.view(nq, Q.shape[1], b - a, M).amax(-1).sum(1)
     top = scores.topk(11, dim=1)
     np.save(os.path.join(data, "exact_ids.npy"), top.indices[:, :10].numpy())
     gap = (top.values[:, 9] - top.values[:, 10]).mean().item()
     json.dump({"n_docs": int(len(L)), "n_tokens": int(L.sum()), "n_queries": int(Q.shape[0]),
-               "gap_10_11": gap, "score_10": top.values[:, 9].mean().item()}, open(os.path.join(data, "info.json"), "w"))
+               "gap_10_11": gap, "score_10": top.values[:, 9].mean().item(),
+               "emb_meta": {k: v for k, v in json.load(open(os.path.join(emb, "meta.json"))).items()
+                            if not k.endswith("_ids")}},
+              open(os.path.join(data, "info.json"), "w"))
 
 
 def overlap(ids, exact, k=10):
@@ -92,7 +93,6 @@ def colxm_build(args):
     import torch
     torch.set_num_threads(args.threads)
     from colxm.index.codec import train_codec
-    from colxm.index.ivf import build_ivf
     from colxm.index.kmeans import KMeansConfig, num_centroids_for
 
     E = np.load(os.path.join(args.data, "docs.npy"))
@@ -105,38 +105,39 @@ def colxm_build(args):
     sample = E[np.sort(rng.choice(len(E), size=min(len(E), args.points_per_centroid * K + 50_000), replace=False))]
     codec = train_codec(sample.astype(np.float32), nbits=args.nbits, num_centroids=K, seed=0, config=cfg)
     t1 = time.perf_counter()
-    codes = np.empty(len(E), np.uint16 if K <= 65536 else np.int32)
-    residuals = np.empty((len(E), codec.packed_dim), np.uint8)
-    for a in range(0, len(E), 1 << 16):
-        c, r = codec.compress(E[a:a + (1 << 16)].astype(np.float32), fast=True)
-        codes[a:a + len(c)] = c
-        residuals[a:a + len(c)] = r
+    from colxm.index.segment import SegmentWriter
+
+    writer = SegmentWriter(os.path.join(args.index, "segment"), codec.dim, codec.nbits, K)
+    off = np.zeros(len(L) + 1, np.int64)
+    np.cumsum(L, out=off[1:])
+    step = 4096  # documents per chunk, as a streaming build would append them
+    for a in range(0, len(L), step):
+        b = min(len(L), a + step)
+        c, r = codec.compress(E[off[a]:off[b]].astype(np.float32), fast=True)
+        writer.append(c, r, L[a:b], raw_rows=[(str(i), 0, "", None, None) for i in range(a, b)])
     t2 = time.perf_counter()
-    ivf_offsets, ivf_docs = build_ivf(codes, L, K)
-    if len(L) <= 65536:
-        ivf_docs = ivf_docs.astype(np.uint16)
+    writer.finish()  # inverted lists + local codes, .npy files, fsync
     t3 = time.perf_counter()
-    # doc_offsets are cumulative doclens, computed at open; per-doc codes are derived from the IVF
-    for name, arr in {**{f"codec_{k}": v for k, v in codec.to_arrays().items()}, "codes": codes,
-                      "residuals": residuals, "doclens": L, "ivf_offsets": ivf_offsets, "ivf_docs": ivf_docs}.items():
-        np.save(os.path.join(args.index, name + ".npy"), arr)
+    for name, arr in codec.to_arrays().items():
+        np.save(os.path.join(args.index, f"codec_{name}.npy"), arr)
     t4 = time.perf_counter()
-    print(json.dumps({"build_s": t4 - t0, "phases_s": {"train": t1 - t0, "compress": t2 - t1, "ivf": t3 - t2,
-                      "write": t4 - t3}, "num_centroids": K, "peak_rss_mb": rss_mb()}))
+    print(json.dumps({"build_s": t4 - t0, "phases_s": {"train": t1 - t0, "compress": t2 - t1,
+                      "finish_segment": t3 - t2, "write_codec": t4 - t3}, "num_centroids": K,
+                      "peak_rss_mb": rss_mb()}))
 
 
 def open_colxm(index):
     from colxm.index.codec import ResidualCodec
+    from colxm.index.ivf import LocalCodes
     from colxm.search import SegmentData
 
-    arrays = {k: np.load(os.path.join(index, f"codec_{k}.npy"))
-              for k in ("nbits", "centroids", "bucket_cutoffs", "bucket_weights", "avg_residual")}
+    arrays = {f[len("codec_"):-4]: np.load(os.path.join(index, f)) for f in os.listdir(index) if f.startswith("codec_")}
     codec = ResidualCodec.from_arrays(arrays)
-    m = {k: np.load(os.path.join(index, k + ".npy"), mmap_mode="r")
-         for k in ("codes", "residuals", "doclens", "ivf_offsets", "ivf_docs")}
-    offsets = np.zeros(len(m["doclens"]) + 1, np.int64)
-    np.cumsum(m["doclens"], out=offsets[1:])
-    seg = SegmentData(doc_offsets=offsets, **m)
+    seg_dir = os.path.join(index, "segment")
+    m = {k: np.load(os.path.join(seg_dir, k + ".npy"), mmap_mode="r")
+         for k in ("codes", "residuals", "doclens", "doc_offsets", "ivf_offsets", "ivf_docs")}
+    m["codes"] = LocalCodes(m["codes"], m["doc_offsets"], m["ivf_offsets"], m["ivf_docs"])
+    seg = SegmentData(**m)
     seg.ensure_doc_codes()
     return codec, seg
 
@@ -193,25 +194,15 @@ def run_json(cmd, env=None, log_path=None):
 
 
 SETTINGS = {
-    "colxm": [dict(ncells=1, centroid_score_threshold=0.3, ndocs=256, nrerank=16),
-              dict(ncells=2, centroid_score_threshold=0.3, ndocs=512, nrerank=64),
-              dict(ncells=4, centroid_score_threshold=0.3, ndocs=1024, nrerank=128),
-              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
-              dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=1024),
-              # approx_cells=0: colbert-ai's two approximate passes over every candidate code
-              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, approx_cells=0),
-              dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024, nrerank=256, approx_cells=0),
-              dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096, nrerank=1024, approx_cells=0),
-              dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, approx_cells=0),
-              dict(exhaustive=True)],
-    # colbert-ai's own defaults (k=10, k<=100, k>100) and lower thresholds, which suit these vectors
+    # session 2 (45k passages, 4.3M vectors, K=32768): a reduced sweep, CPU time was short
+    "colxm": [dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64, centroid_nprobe=16),
+              dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64),
+              dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256),
+              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512)],
+    # colbert-ai's own k=10 default and a larger setting
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
-                dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
-                dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096),
-                dict(ncells=4, centroid_score_threshold=0.3, ndocs=4096),
-                dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192)],
+                dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096)],
     "fastplaid": [dict(n_ivf_probe=2, n_full_scores=256),
-                  dict(n_ivf_probe=4, n_full_scores=1024),
                   dict(n_ivf_probe=8, n_full_scores=4096)],
 }
 
@@ -296,8 +287,8 @@ def dominance(results):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("phase", nargs="?", default="all", choices=["all", "colxm-build", "colxm-search"])
-    ap.add_argument("--emb", default="/tmp/colxm-bench/emb")
-    ap.add_argument("--chunks", type=int, default=15, help="chunks of 1000 passages from search_encode.py")
+    ap.add_argument("--emb", default="/tmp/colxm-bench/emb-trained")
+    ap.add_argument("--chunks", type=int, default=0, help="chunks of 1000 passages from search_encode.py (0: all)")
     ap.add_argument("--work", default="/tmp/colxm-bench/run")
     ap.add_argument("--data", default=None)
     ap.add_argument("--index", default=None)
@@ -309,7 +300,7 @@ def main():
     ap.add_argument("--niter", type=int, default=4)
     ap.add_argument("--points-per-centroid", type=int, default=32)
     ap.add_argument("--settings", default=None)
-    ap.add_argument("--queries", type=int, default=200, help="first N of the 200 encoded queries")
+    ap.add_argument("--queries", type=int, default=200, help="first N of the encoded queries")
     ap.add_argument("--rss-probe", action="store_true", help="re-measure cached engines' search RSS")
     ap.add_argument("--research", default="", help="engines to search again on their existing index")
     args = ap.parse_args()
@@ -319,7 +310,8 @@ def main():
         return colxm_search(args)
     args.data = args.data or os.path.join(args.work, "data")
     os.makedirs(args.work, exist_ok=True)
-    prepare(args.emb, args.chunks, args.data)
+    args.chunks = args.chunks or len(glob.glob(os.path.join(args.emb, "docs.*.npy")))
+    prepare(args.emb, args.chunks, args.data, args.queries)
     info = json.load(open(os.path.join(args.data, "info.json")))
     exact = np.load(os.path.join(args.data, "exact_ids.npy"))[: args.queries]
     info["n_queries_used"] = int(len(exact))
