@@ -195,6 +195,7 @@ def main() -> None:
     print(f"exact top-10: {'cached' if cached else f'{exact_s:.0f}s'}", flush=True)
 
     work = args.workdir or tempfile.mkdtemp(prefix="colxm-update-")
+    os.makedirs(work, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")]
     out = {"benchmark": "update", "emb": args.emb, "documents": n, "empty_documents": n_empty, "vectors": n_vec,
            "queries": len(qids),
@@ -243,7 +244,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     perm = rng.permutation(n)
     shares = [float(s) for s in args.shares.split(",")]
-    for share in shares:
+    for si, share in enumerate(shares):
+        if si == 1 and len(seeds) > 1:
+            fresh(seeds[1])  # the noise floor right after the first share (in case the budget ends)
+        if si and over_budget(rebuild_s + 2 * eval_s):
+            out.setdefault("skipped", []).append(f"+{share:.0%} (--budget-min)")
+            continue
         n_add = int(round(n * share / (1 + share)))
         base, added = np.sort(perm[: n - n_add]), np.sort(perm[n - n_add:])
         path = os.path.join(work, f"p{share}")
@@ -280,8 +286,7 @@ def main() -> None:
         idx.close()
         shutil.rmtree(path)
 
-    # the noise floor: the second seed always, the others within the budget
-    if len(seeds) > 1:
+    if len(seeds) > 1 and len(shares) == 1:
         fresh(seeds[1])
     # the k-means sample is the head of the stream (first-N); a shuffled collection order shows
     # how much the choice of sampled documents moves quality, next to the seed
