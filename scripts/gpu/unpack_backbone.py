@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Rebuild the default model folder on the GPU machine from `pack_backbone.py`'s output.
 
-usage: unpack_backbone.py PACK_DIR MODEL_OUT_DIR
+usage: unpack_backbone.py PACK_DIR MODEL_OUT_DIR [DIM]
+The folder is the UNTRAINED backbone (the shipped delta is not applied) with a DIM x 384 projection:
+the identity when DIM is 384 (every backbone dimension kept), else the seeded orthonormal one.
 Word-embedding rows of tokens not in the packed texts are zero; every other weight is exactly
 what `colxm.modeling.default_model.build_model_folder` writes from the full container.
 """
@@ -27,14 +29,25 @@ def load_container(pack: Path) -> E5Container:
     return E5Container(blob + words.tobytes(), header, tensors)
 
 
-def main(pack: Path, out: Path) -> None:
+def main(pack: Path, out: Path, dim: int = 128) -> None:
+    import tempfile
+
     import colxm.modeling.default_model as dm
+    from safetensors.torch import load_file, save_file
 
     container = load_container(pack)
     dm.read_e5_container = lambda _path: container  # build_model_folder reads by path; hand it ours
-    build_model_folder("<packed>", pack / "tokenizer.json", out, DefaultModelSpec())
+    with tempfile.TemporaryDirectory() as no_delta:  # untrained: do not apply the shipped delta
+        build_model_folder("<packed>", pack / "tokenizer.json", out, DefaultModelSpec(dim=dim),
+                           shipped_folder=Path(no_delta))
+    if dim == container.header["H"]:
+        import torch
+
+        weights = load_file(str(out / "model.safetensors"))
+        weights["linear.weight"] = torch.eye(dim)
+        save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     print("model at", out)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 128)
