@@ -42,7 +42,7 @@ class Zygote:
     def close(self):
         self.p.stdin.write("quit\n")
         self.p.stdin.flush()
-        self.p.wait(timeout=30)
+        self.p.wait(timeout=120)  # generous: on a loaded 2-core machine shutdown took >30 s once
 
 
 @pytest.fixture
