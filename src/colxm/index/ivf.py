@@ -59,18 +59,14 @@ def local_codes(codes: np.ndarray, doclens: np.ndarray, num_centroids: int) -> n
     row of :func:`doc_codes_from_ivf`): uint8 when no document has more than 256 distinct codes,
     else uint16. Stored instead of the global codes, this halves their size; the inverted lists
     hold the rest of the information, so nothing is stored twice."""
-    codes = np.asarray(codes).astype(np.int64)
     doclens = np.asarray(doclens, dtype=np.int64)
-    if doclens.sum() != codes.shape[0]:
-        raise InputError(f"doclens sum to {int(doclens.sum())} but there are {codes.shape[0]} codes")
-    n = doclens.shape[0]
-    keys = np.repeat(np.arange(n, dtype=np.int64) * num_centroids, doclens)
-    keys += codes
-    uniq = np.unique(keys)
-    pos = np.searchsorted(uniq, keys)
-    del keys
-    first = np.searchsorted(uniq, np.arange(n, dtype=np.int64) * num_centroids)
-    pos -= np.repeat(first, doclens)
+    offsets, doc_codes = build_doc_codes(codes, doclens, num_centroids)
+    # a token's rank among all (document, code) pairs, minus its document's first pair
+    owner = np.repeat(np.arange(doclens.shape[0], dtype=np.int64), doclens) * num_centroids
+    pairs = np.repeat(np.arange(doclens.shape[0], dtype=np.int64) * num_centroids, np.diff(offsets))
+    pairs += doc_codes
+    pos = np.searchsorted(pairs, owner + np.asarray(codes, dtype=np.int64))
+    pos -= np.repeat(offsets[:-1], doclens)
     top = int(pos.max()) if pos.size else 0
     if top >= 1 << 16:
         raise InputError(f"a document has {top + 1} distinct centroid codes; at most 65,536 are supported")

@@ -89,17 +89,15 @@ def _check_segment(root: Path, m: Manifest, rec, seen: dict[str, str]) -> list[s
             codes = np.asarray(seg.codes)  # local-code segments decode through their inverted lists
         except IndexFormatError as e:
             problems.append(f"{where}: {e}")
-            codes = None
-        if codes is None:
-            pass
-        elif t and (int(codes.max()) >= m.num_centroids):
-            problems.append(f"{where}: codes reach {int(codes.max())}, only {m.num_centroids} centroids")
-        elif t == int(doclens.sum()):
-            from colxm.index.ivf import build_ivf
+        else:
+            if t and (int(codes.max()) >= m.num_centroids):
+                problems.append(f"{where}: codes reach {int(codes.max())}, only {m.num_centroids} centroids")
+            elif t == int(doclens.sum()):
+                from colxm.index.ivf import build_ivf
 
-            ivf_off, ivf_docs = build_ivf(codes, doclens, m.num_centroids)
-            if not (np.array_equal(ivf_off, seg.ivf_offsets) and np.array_equal(ivf_docs, seg.ivf_docs)):
-                problems.append(f"{where}: inverted lists do not match the codes (IVF inconsistent)")
+                ivf_off, ivf_docs = build_ivf(codes, doclens, m.num_centroids)
+                if not (np.array_equal(ivf_off, seg.ivf_offsets) and np.array_equal(ivf_docs, seg.ivf_docs)):
+                    problems.append(f"{where}: inverted lists do not match the codes (IVF inconsistent)")
         dead = int((~seg.live).sum())
         if dead != rec.num_deleted:
             problems.append(f"{where}: {dead} tombstoned rows, the manifest says {rec.num_deleted}")
