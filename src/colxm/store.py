@@ -84,7 +84,8 @@ def iter_records(documents: Iterable[Any]) -> Iterator[Record]:
         yield to_record(item, i)
 
 
-def _dump_meta(rec: Record) -> str:
+def dump_metadata(rec: Record) -> str:
+    """A record's metadata as JSON; InputError naming the document when it cannot be."""
     try:
         return json.dumps(rec.metadata, ensure_ascii=False, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -106,7 +107,7 @@ class StoreWriter:
         """Append rows (record, passage number); row numbers continue from the last one."""
         data = []
         for rec, passage in rows:
-            data.append((self.num_rows, rec.id, passage, rec.text, rec.language, _dump_meta(rec)))
+            data.append((self.num_rows, rec.id, passage, rec.text, rec.language, dump_metadata(rec)))
             self.num_rows += 1
         self._con.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?, ?)", data)
 

@@ -33,7 +33,8 @@ def test_build_open_search(built, tmp_path):
     assert built.generation == 1 and built.verify() == []
     s = built.last_summary
     assert (s.documents, s.indexed, s.passages, s.duplicates, s.empty) == (60, 60, 60, 0, 0)
-    # several chunks streamed into one segment, codec trained on the first 400 vectors only
+    # several chunks streamed into one segment (parked on disk: more vectors than the 400-vector
+    # k-means sample) and compressed exactly as the codec compresses them directly
     assert built.stats()["segments"] == 1
     for i in (0, 17, 59):
         assert top1(built, f"d{i} v0") == f"d{i}"

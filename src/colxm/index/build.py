@@ -16,25 +16,25 @@ from colxm.index.atomic import exchange_dirs, fsync_dir, fsync_tree
 from colxm.index.lock import WriterLock
 from colxm.index.manifest import MANIFEST_NAME, IndexConfig, Manifest, read_manifest, write_manifest
 from colxm.index.pipeline import WriteSummary, iter_chunks
-from colxm.index.writer import SegmentsOut, Work, make_encode, make_split, train_from_head
+from colxm.index.writer import SegmentsOut, Work, make_encode, make_split, trained_stream
 
 _IMPORT_ROWS = 8192
 
 
-def build_into(root: Path, items, encoder, config: IndexConfig, languages, total_docs) -> WriteSummary:
+def build_into(root: Path, items, encoder, config: IndexConfig, languages) -> WriteSummary:
     """Write a complete new index (generation 1) into the empty folder ``root``."""
     summary = WriteSummary()
     encode = make_encode(encoder, languages, config.encode_batch_size) if encoder is not None else None
     dim = int(encoder.dim) if encoder is not None else None
     chunks = iter_chunks(items, encode, make_split(encoder, config), config.chunk_documents, dim, summary)
-    codec, threshold, baseline, chunks = train_from_head(chunks, config, total_docs)
-    m = Manifest(generation=0, dim=int(codec.dim), nbits=config.nbits,
-                 num_centroids=int(codec.centroids.shape[0]), codec_files={}, segments=[],
-                 config=config, model=model_reference(encoder), encoder_config=encoder_config(encoder))
-    work = Work(root, manifest=m, codec=codec)
-    work.set_codec(codec, threshold)
-    work.manifest.generation = 0  # set_codec named the folder g000001; this commit is generation 1
-    work.write_segment(chunks, None, summary, replace=None)
+    with trained_stream(chunks, config, root) as (codec, threshold, baseline, chunks):
+        m = Manifest(generation=0, dim=int(codec.dim), nbits=config.nbits,
+                     num_centroids=int(codec.centroids.shape[0]), codec_files={}, segments=[],
+                     config=config, model=model_reference(encoder), encoder_config=encoder_config(encoder))
+        work = Work(root, manifest=m, codec=codec)
+        work.set_codec(codec, threshold)
+        work.manifest.generation = 0  # set_codec named the folder g000001; this commit is generation 1
+        work.write_segment(chunks, None, summary, replace=None)
     work.manifest.drift["build"] = baseline.to_dict()
     summary.generation = work.commit()
     return summary

@@ -96,7 +96,7 @@ class Index:
 
         def fill(tmp: Path) -> WriteSummary:
             items = _items(documents, embeddings, languages, show_progress, "indexing")
-            return B.build_into(tmp, items, encoder, config, languages, _len(documents))
+            return B.build_into(tmp, items, encoder, config, languages)
 
         index = cls._install_new(path, overwrite, encoder, fill)
         log.info("built %s: %s", path, index.last_summary)

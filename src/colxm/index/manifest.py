@@ -28,7 +28,10 @@ class IndexConfig:
 
     nbits: int = 2
     num_centroids: int | None = None  # None: ColBERTv2 rule on the (estimated) number of vectors
-    kmeans_sample_vectors: int = 1 << 17  # k-means trains on the first vectors of the stream
+    # k-means trains on a uniform random sample of whole passages drawn over the entire stream,
+    # of up to 32 vectors per centroid and never more than this many (float16 while streaming:
+    # 2 bytes x dim each, e.g. 256 MB at dim 128)
+    kmeans_sample_vectors: int = 1 << 20
     chunk_documents: int = 2048  # documents encoded and compressed per chunk while building
     encode_batch_size: int = 32
     passage_max_tokens: int | None = None  # split long documents into passages when set

@@ -11,7 +11,7 @@ from colxm.errors import InputError
 from colxm.index.manifest import Manifest
 from colxm.index.pipeline import Chunk, WriteSummary, centroids_for, fit_figures
 from colxm.index.segment import live_token_mask
-from colxm.index.writer import SegmentsOut, Work, locate, train_from_head
+from colxm.index.writer import SegmentsOut, Work, locate, trained_stream
 from colxm.store import Record
 
 _MERGE_ROWS = 8192
@@ -101,12 +101,11 @@ def retrain_all(work: Work, summary: WriteSummary, encode, embed=None) -> None:
                 vecs = np.split(flat, np.cumsum(doclens)[:-1])
             yield Chunk(recs, [np.asarray(v, dtype=np.float32) for v in vecs])
 
-    total = sum(s.num_tokens for s in m.segments)
-    codec, threshold, baseline, stream = train_from_head(chunks(), m.config, None, total_vectors=total)
-    m.segments = []
-    work.id_rows, work.dead = {}, {}
-    work.set_codec(codec, threshold)
-    work.write_segment(stream, None, summary, replace=None)
+    with trained_stream(chunks(), m.config, work.root) as (codec, threshold, baseline, stream):
+        m.segments = []
+        work.id_rows, work.dead = {}, {}
+        work.set_codec(codec, threshold)
+        work.write_segment(stream, None, summary, replace=None)
     m.drift["build"] = baseline.to_dict()
 
 

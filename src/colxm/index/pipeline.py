@@ -1,9 +1,9 @@
 """Streaming write pipeline shared by build, add/upsert and reindex:
 records → passages → vectors (encoder or given embeddings) → codec → segment, in chunks.
 
-Memory is bounded by one chunk of documents plus the k-means sample (the first
-``kmeans_sample_vectors`` vectors of the stream: "first-N" sampling, so a collection sorted by
-topic trains on its head; the drift figures in the manifest show when that matters).
+Memory is bounded by one chunk of documents plus the k-means sample (a uniform random sample of
+passages over the whole stream, see ``sampling``); a build longer than that is parked on disk
+while the codec is trained (``spill``).
 """
 from __future__ import annotations
 

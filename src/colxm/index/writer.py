@@ -8,10 +8,11 @@ holds the lock) deletes: a crash at any instant leaves the last commit intact.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-import itertools
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -270,51 +271,57 @@ def make_split(encoder, config: IndexConfig):
     )
 
 
-def train_from_head(chunks: Iterator[Chunk], config: IndexConfig, total_docs: int | None,
-                    total_vectors: int | None = None):
-    """Buffer the first chunks until the k-means sample is full, train the codec on those
-    vectors (first-N sampling), and return it with the full chunk stream (buffer first).
-    The buffered vectors are copied once into the sample array and the chunks then view it, so
-    the peak is one sample plus one chunk."""
-    cap = config.kmeans_sample_vectors
-    buf, seen, filled, docs, full = [], 0, 0, 0, False
-    sample: np.ndarray | None = None
-    for ch in chunks:
-        if sample is None:
-            sample = np.empty((cap, ch.vecs[0].shape[1]), dtype=np.float32)
-        views = []
-        for v in ch.vecs:
-            seen += len(v)
-            if not full and filled + len(v) <= cap:
-                sample[filled:filled + len(v)] = v
-                views.append(sample[filled:filled + len(v)])
-                filled += len(v)
-            elif filled == 0:  # a first document longer than the whole sample
-                sample[:] = v[:cap]
-                filled, full = cap, True
-                views.append(v)
-            else:
-                full = True  # whole documents only; later vectors stay in their chunks
-                views.append(v)
-        ch.vecs = views
-        buf.append(ch)
-        docs += sum(1 for _, pno in ch.rows if pno == 0)
-        if full or filled >= cap:
-            break
-    if sample is None or filled == 0:
-        raise InputError("no document has text to index (all empty?)")
-    sample = sample[:filled]
-    tokens = seen
-    if config.num_centroids:
-        k = config.num_centroids
-    else:
-        est = total_vectors or tokens
-        if total_vectors is None and total_docs and docs and total_docs > docs:
-            est = int(tokens / docs * total_docs)  # estimate from the head's tokens per document
-        k = centroids_for(est)
-    k = max(1, min(k, len(sample)))
-    codec, threshold, baseline = train_codec_on(sample, config.nbits, k, config.seed)
-    return codec, threshold, baseline, itertools.chain(buf, chunks)
+_BUFFER_VECTORS = 1 << 18  # a stream longer than this is parked on disk until the codec exists
+
+
+@contextlib.contextmanager
+def trained_stream(chunks: Iterator[Chunk], config: IndexConfig, root: Path):
+    """Read the whole chunk stream once, drawing a uniform random sample of its rows
+    (``sampling.RowReservoir``), train the codec on it, and yield ``(codec, threshold, baseline,
+    chunks)`` with the same chunks to compress. Short streams stay in memory; longer ones are
+    parked in ``root/tmp`` (``spill.ChunkSpill``) and removed on exit. The number of centroids
+    follows the stream's exact length (ColBERTv2's rule) unless the config fixes it."""
+    from colxm.index.kmeans import KMeansConfig
+    from colxm.index.sampling import RowReservoir
+    from colxm.index.spill import ChunkSpill
+
+    reservoir = RowReservoir(config.kmeans_sample_vectors, config.seed)
+    held: list[Chunk] = []
+    held_vectors = total = 0
+    dim = 0
+    spill: ChunkSpill | None = None
+    try:
+        for ch in chunks:
+            if not ch.rows:
+                continue
+            dim = ch.vecs[0].shape[1]
+            reservoir.offer(ch.vecs)
+            total += ch.num_tokens
+            if spill is None and held_vectors + ch.num_tokens <= min(_BUFFER_VECTORS, config.kmeans_sample_vectors):
+                held.append(ch)
+                held_vectors += ch.num_tokens
+                continue
+            if spill is None:
+                spill = ChunkSpill(root / "tmp" / f"spill-{secrets.token_hex(6)}")
+                for h in held:
+                    spill.write(h)
+                held = []
+            spill.write(ch)
+        if total == 0:
+            raise InputError("no document has text to index (all empty?)")
+        k = config.num_centroids or centroids_for(total)
+        # k-means uses at most max_points_per_centroid points per centroid; the rest of the
+        # sample is held out for the bucket cutoffs and the drift baseline
+        wanted = max(1 << 16, int(KMeansConfig.max_points_per_centroid * k / 0.9) + 1)
+        sample = reservoir.sample(min(config.kmeans_sample_vectors, wanted))
+        del reservoir
+        k = max(1, min(k, len(sample)))
+        codec, threshold, baseline = train_codec_on(sample, config.nbits, k, config.seed)
+        del sample
+        yield codec, threshold, baseline, (spill.replay(dim) if spill is not None else iter(held))
+    finally:
+        if spill is not None:
+            spill.remove()
 
 
 def add_items(work: Work, items: list, encoder, languages, summary: WriteSummary, replace: bool) -> None:
