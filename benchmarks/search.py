@@ -48,10 +48,12 @@ def dir_size(path):
 
 
 # ---- data ----------------------------------------------------------------------------------------
-def prepare(emb, chunks, data, n_queries):
+def prepare(emb, chunks, data, n_queries, exact_from=None):
+    """Write docs/doclens/queries.npy, the exact top-10 (exact_ids.npy) and info.json into data.
+    ``exact_from``: benchmarks/update.py's --exact-cache file, the same truth for the same
+    vectors and queries (checked by row and document counts), instead of computing it again."""
     if os.path.exists(os.path.join(data, "exact_ids.npy")):
         return
-    import torch
     os.makedirs(data, exist_ok=True)
     E = np.concatenate([np.load(os.path.join(emb, f"docs.{i:03d}.npy")) for i in range(chunks)])
     L = np.concatenate([np.load(os.path.join(emb, f"doclens.{i:03d}.npy")) for i in range(chunks)]).astype(np.int32)
@@ -59,7 +61,24 @@ def prepare(emb, chunks, data, n_queries):
     np.save(os.path.join(data, "docs.npy"), E.astype(np.float16))
     np.save(os.path.join(data, "doclens.npy"), L)
     np.save(os.path.join(data, "queries.npy"), Q)
-    # exact MaxSim over the stored (fp16) vectors, docs padded with their last token
+    info = {"n_docs": int(len(L)), "n_tokens": int(L.sum()), "n_queries": int(Q.shape[0])}
+    if exact_from:
+        top = np.load(exact_from)
+        if top.shape[0] < len(Q) or top.max() >= len(L):
+            raise SystemExit(f"{exact_from} does not match {emb} ({top.shape}, {len(L)} documents)")
+        exact, info["exact_source"] = top[: len(Q)], exact_from
+    else:
+        exact, info["gap_10_11"], info["score_10"] = exact_top10(E, L, Q)
+    np.save(os.path.join(data, "exact_ids.npy"), exact)
+    info["emb_meta"] = {k: v for k, v in json.load(open(os.path.join(emb, "meta.json"))).items()
+                        if not k.endswith("_ids")}
+    json.dump(info, open(os.path.join(data, "info.json"), "w"))
+
+
+def exact_top10(E, L, Q):
+    """Exact MaxSim over the stored (fp16) vectors, docs padded with their last token: (top-10
+    doc indexes, mean score gap between ranks 10 and 11, mean 10th score)."""
+    import torch
     E16 = torch.from_numpy(E.astype(np.float16))
     off = np.zeros(len(L) + 1, np.int64)
     np.cumsum(L, out=off[1:])
@@ -75,13 +94,8 @@ def prepare(emb, chunks, data, n_queries):
             s = Qf @ E16[idx.reshape(-1)].float().T
             scores[qa:qa + nq, a:b] = s.view(nq, Q.shape[1], b - a, M).amax(-1).sum(1)
     top = scores.topk(11, dim=1)
-    np.save(os.path.join(data, "exact_ids.npy"), top.indices[:, :10].numpy())
-    gap = (top.values[:, 9] - top.values[:, 10]).mean().item()
-    json.dump({"n_docs": int(len(L)), "n_tokens": int(L.sum()), "n_queries": int(Q.shape[0]),
-               "gap_10_11": gap, "score_10": top.values[:, 9].mean().item(),
-               "emb_meta": {k: v for k, v in json.load(open(os.path.join(emb, "meta.json"))).items()
-                            if not k.endswith("_ids")}},
-              open(os.path.join(data, "info.json"), "w"))
+    return (top.indices[:, :10].numpy(), (top.values[:, 9] - top.values[:, 10]).mean().item(),
+            top.values[:, 9].mean().item())
 
 
 def overlap(ids, exact, k=10):
@@ -303,6 +317,7 @@ def main():
     ap.add_argument("--queries", type=int, default=200, help="first N of the encoded queries")
     ap.add_argument("--rss-probe", action="store_true", help="re-measure cached engines' search RSS")
     ap.add_argument("--research", default="", help="engines to search again on their existing index")
+    ap.add_argument("--exact-from", default=None, help="update.py's --exact-cache file (same vectors and queries)")
     args = ap.parse_args()
     if args.phase == "colxm-build":
         return colxm_build(args)
@@ -311,7 +326,7 @@ def main():
     args.data = args.data or os.path.join(args.work, "data")
     os.makedirs(args.work, exist_ok=True)
     args.chunks = args.chunks or len(glob.glob(os.path.join(args.emb, "docs.*.npy")))
-    prepare(args.emb, args.chunks, args.data, args.queries)
+    prepare(args.emb, args.chunks, args.data, args.queries, args.exact_from)
     info = json.load(open(os.path.join(args.data, "info.json")))
     exact = np.load(os.path.join(args.data, "exact_ids.npy"))[: args.queries]
     info["n_queries_used"] = int(len(exact))

@@ -288,8 +288,8 @@ def main() -> None:
 
     if len(seeds) > 1 and len(shares) == 1:
         fresh(seeds[1])
-    # the k-means sample is the head of the stream (first-N); a shuffled collection order shows
-    # how much the choice of sampled documents moves quality, next to the seed
+    # a shuffled collection order draws another random k-means sample of passages: its spread
+    # next to the seed's
     if args.shuffled and not over_budget(rebuild_s + eval_s):
         fresh(seeds[0], order=np.random.default_rng(0).permutation(n))
     elif args.shuffled:
