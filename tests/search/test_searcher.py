@@ -122,3 +122,16 @@ def test_list_based_approximation_is_plaid_approximation_when_it_reads_every_cen
     # with fewer centroids per token, a missing one is imputed by an upper bound: never below
     assert np.all(lists(8) >= approx_scores(seg, cand, S) - 1e-5)
     assert np.any(lists(8) > approx_scores(seg, cand, S) + 1e-3)
+
+
+@pytest.mark.parametrize("params", [SearchParams(ncells=4, centroid_score_threshold=0.0, ndocs=8, nrerank=4),
+                                    SearchParams(ncells=4, centroid_score_threshold=0.0, ndocs=8, nrerank=4,
+                                                 approx_cells=0)])
+def test_budgets_are_per_index_not_per_segment(setup, params):
+    """ndocs/nrerank bound the whole search: the same documents split into two segments give the
+    same results as one segment (a per-segment budget would rerank twice as many documents)."""
+    docs, codec, segs, queries = setup
+    one = Searcher(codec, [SegmentData.from_vectors(codec, docs)]).search(queries, k=3, params=params)
+    two = Searcher(codec, segs).search(queries, k=3, params=params)
+    assert [[d for _, d, _ in h] for h in one] == [_global(h) for h in two]
+    assert np.allclose([[x for *_, x in h] for h in one], [[x for *_, x in h] for h in two])

@@ -199,10 +199,24 @@ class Searcher:
             top = torch.topk(torch.from_numpy(scores), min(params.ncells, scores.shape[1]), dim=1).indices.numpy()
             cells = probe_cells(top, params.ncells)
         st["centroid_scores"] += time.perf_counter() - t0
-        scores_pruned = None
         nrerank = max(k, params.nrerank or params.ndocs // 4)
-        qb = np.array([0, Q.shape[0]], dtype=np.int64)
-        hits: list[Hit] = []
+        lists = params.approx_cells > 0
+        # ndocs and nrerank are budgets of the whole index, not of each segment: candidates are
+        # narrowed per segment first, then to the best ``budget`` approximate scores over all
+        # segments, so an index's results and cost do not depend on how it is segmented
+        budget = min(params.ndocs, nrerank) if lists else nrerank
+        pruned_scores: list[np.ndarray] = []
+
+        def approx_of(seg: SegmentData, docs: np.ndarray, prune: bool = False) -> np.ndarray:
+            if lists:
+                return approx_scores_lists(seg, docs, vals, ids, fallback, cell_ok)
+            if not prune:
+                return approx_scores(seg, docs, scores)
+            if not pruned_scores:
+                pruned_scores.append(pruned(scores, params.centroid_score_threshold))
+            return approx_scores(seg, docs, pruned_scores[0])
+
+        pool: list[list] = []  # [segment, sorted candidate docs, their approximate scores or None]
         for s, seg in enumerate(self.segments):
             t0 = time.perf_counter()
             docs = candidate_docs(seg, cells, masks[s])
@@ -210,28 +224,32 @@ class Searcher:
             st["candidates"] += t1 - t0
             if docs.size == 0:
                 continue
-            if params.approx_cells > 0:
-                keep_n = min(params.ndocs, nrerank)
-                if docs.size > keep_n:
-                    approx = approx_scores_lists(seg, docs, vals, ids, fallback, cell_ok)
-                    docs = np.sort(docs[np.argpartition(-approx, keep_n - 1)[:keep_n]])
-            else:  # colbert-ai's two passes over every code of every candidate
-                approx = None
-                if docs.size > params.ndocs:
-                    if scores_pruned is None:
-                        scores_pruned = pruned(scores, params.centroid_score_threshold)
-                    approx = approx_scores(seg, docs, scores_pruned)
-                    keep = np.sort(np.argpartition(-approx, params.ndocs - 1)[:params.ndocs])
-                    docs, approx = docs[keep], approx[keep]
-                if docs.size > nrerank:
-                    # the second pass scores the survivors without pruning (the first pass already
-                    # did when nothing was pruned)
-                    if approx is None or scores_pruned is not scores:
-                        approx = approx_scores(seg, docs, scores)
-                    docs = np.sort(docs[np.argpartition(-approx, nrerank - 1)[:nrerank]])
+            approx = None
+            if not lists and docs.size > params.ndocs:  # colbert-ai's first, pruned pass
+                docs, _ = _best(docs, approx_of(seg, docs, prune=True), params.ndocs)
+            if docs.size > budget:
+                docs, approx = _best(docs, approx_of(seg, docs), budget)
+            pool.append([s, docs, approx])
+            st["approx"] += time.perf_counter() - t1
+        if sum(p[1].size for p in pool) > budget:
+            t1 = time.perf_counter()
+            for p in pool:
+                if p[2] is None:
+                    p[2] = approx_of(self.segments[p[0]], p[1])
+            chosen = np.argpartition(-np.concatenate([p[2] for p in pool]), budget - 1)[:budget]
+            start = 0
+            for p in pool:
+                n = p[1].size
+                p[1] = p[1][np.sort(chosen[(chosen >= start) & (chosen < start + n)] - start)]
+                start += n
+            st["approx"] += time.perf_counter() - t1
+        hits: list[Hit] = []
+        qb = np.array([0, Q.shape[0]], dtype=np.int64)
+        for s, docs, _ in pool:
+            if docs.size == 0:
+                continue
             t2 = time.perf_counter()
-            st["approx"] += t2 - t1
-            exact = maxsim_docs(self.codec, seg, docs, Q, qb)[0]
+            exact = maxsim_docs(self.codec, self.segments[s], docs, Q, qb)[0]
             top = np.argsort(-exact, kind="stable")[:k]
             hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
             st["exact"] += time.perf_counter() - t2
@@ -278,6 +296,12 @@ class Searcher:
                     per_query[j].extend((s, int(d), float(x)) for x, d in zip(sc, dd))
                     per_query[j] = heapq.nlargest(k, per_query[j], key=lambda h: h[2])
         return [sorted(h, key=lambda x: -x[2])[:k] for h in per_query]
+
+
+def _best(docs: np.ndarray, approx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` sorted docs with the highest approximate scores, and their scores."""
+    keep = np.sort(np.argpartition(-approx, n - 1)[:n])
+    return docs[keep], approx[keep]
 
 
 def with_params(params: SearchParams | None, **changes) -> SearchParams:
