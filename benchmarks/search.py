@@ -9,8 +9,8 @@ exact mode over the compressed index. JSON summary as the last line.
 
 Vectors: benchmarks/search_encode.py (colxm's Encoder with the trained default model, dim 128), fed
 to every engine as they are (session 1 centred its random-projection e5 vectors; the trained model's
-vectors need no such fix). colxm's index is written by the real SegmentWriter (the on-disk segment
-format of colxm indexes: local codes, inverted lists, int8 centroid table); its text store
+vectors need no such fix). colxm's index is built through its public API, ``Index.build(...,
+embeddings=...)``, exactly the path a user's build takes once the text is encoded; its text store
 (docs.sqlite, ids only here) is not counted, as the peers store no text either.
 
   flock /tmp/colxm-cpu.lock .venv/bin/python benchmarks/search.py --emb /tmp/colxm-bench/emb-trained
@@ -104,56 +104,30 @@ def overlap(ids, exact, k=10):
 
 # ---- colxm phases (run in this venv as subprocesses) -----------------------------------------------
 def colxm_build(args):
+    """colxm's own build path, as a user runs it: ``Index.build(path, documents, embeddings=...)``
+    (k-means on a uniform random sample of passages, compression, inverted lists, the id store,
+    fsync and the atomic rename). Ids are the documents' positions in the collection."""
+    import shutil
+
     import torch
     torch.set_num_threads(args.threads)
-    from colxm.index.codec import train_codec
-    from colxm.index.kmeans import KMeansConfig, num_centroids_for
+    from colxm.index.index import Index
+    from colxm.index.manifest import IndexConfig
 
     E = np.load(os.path.join(args.data, "docs.npy"))
     L = np.load(os.path.join(args.data, "doclens.npy"))
-    os.makedirs(args.index, exist_ok=True)
-    t0 = time.perf_counter()
-    K = args.centroids or num_centroids_for(len(E))
-    cfg = KMeansConfig(niter=args.niter, max_points_per_centroid=args.points_per_centroid, seed=0)
-    rng = np.random.default_rng(0)
-    sample = E[np.sort(rng.choice(len(E), size=min(len(E), args.points_per_centroid * K + 50_000), replace=False))]
-    codec = train_codec(sample.astype(np.float32), nbits=args.nbits, num_centroids=K, seed=0, config=cfg)
-    t1 = time.perf_counter()
-    from colxm.index.segment import SegmentWriter
-
-    writer = SegmentWriter(os.path.join(args.index, "segment"), codec.dim, codec.nbits, K)
     off = np.zeros(len(L) + 1, np.int64)
     np.cumsum(L, out=off[1:])
-    step = 4096  # documents per chunk, as a streaming build would append them
-    for a in range(0, len(L), step):
-        b = min(len(L), a + step)
-        c, r = codec.compress(E[off[a]:off[b]].astype(np.float32), fast=True)
-        writer.append(c, r, L[a:b], raw_rows=[(str(i), 0, "", None, None) for i in range(a, b)])
-    t2 = time.perf_counter()
-    writer.finish()  # inverted lists + local codes, .npy files, fsync
-    t3 = time.perf_counter()
-    for name, arr in codec.to_arrays().items():
-        np.save(os.path.join(args.index, f"codec_{name}.npy"), arr)
-    t4 = time.perf_counter()
-    print(json.dumps({"build_s": t4 - t0, "phases_s": {"train": t1 - t0, "compress": t2 - t1,
-                      "finish_segment": t3 - t2, "write_codec": t4 - t3}, "num_centroids": K,
+    if os.path.exists(args.index):
+        shutil.rmtree(args.index)
+    config = IndexConfig(nbits=args.nbits, num_centroids=args.centroids or None)
+    t0 = time.perf_counter()
+    idx = Index.build(args.index, [(str(i), "") for i in range(len(L))],
+                      embeddings=(E[off[i]:off[i + 1]] for i in range(len(L))), config=config, show_progress=False)
+    build_s = time.perf_counter() - t0
+    print(json.dumps({"build_s": build_s, "num_centroids": idx.stats()["num_centroids"],
+                      "segments": idx.stats()["segments"], "indexed": idx.last_summary.indexed,
                       "peak_rss_mb": rss_mb()}))
-
-
-def open_colxm(index):
-    from colxm.index.codec import ResidualCodec
-    from colxm.index.ivf import LocalCodes
-    from colxm.search import SegmentData
-
-    arrays = {f[len("codec_"):-4]: np.load(os.path.join(index, f)) for f in os.listdir(index) if f.startswith("codec_")}
-    codec = ResidualCodec.from_arrays(arrays)
-    seg_dir = os.path.join(index, "segment")
-    m = {k: np.load(os.path.join(seg_dir, k + ".npy"), mmap_mode="r")
-         for k in ("codes", "residuals", "doclens", "doc_offsets", "ivf_offsets", "ivf_docs")}
-    m["codes"] = LocalCodes(m["codes"], m["doc_offsets"], m["ivf_offsets"], m["ivf_docs"])
-    seg = SegmentData(**m)
-    seg.ensure_doc_codes()
-    return codec, seg
 
 
 def colxm_search(args):
@@ -161,20 +135,32 @@ def colxm_search(args):
     # 2 threads of CPU: batches run 2 queries at a time, each with one torch thread; a single query
     # also uses one (its matmuls are small; two OpenMP threads stall whenever the machine is busy)
     torch.set_num_threads(1)
-    from colxm.search import SearchParams, Searcher
+    from colxm.index.index import Index
+    from colxm.search import SearchParams
 
     Q = np.load(os.path.join(args.data, "queries.npy"))[: args.queries]
     base = current_rss_mb()
-    codec, seg = open_colxm(args.index)
-    s = Searcher(codec, [seg], threads=args.threads)
+    snap = Index.open(args.index)._snap
+    s = snap.searcher  # the engine under Index.search, without the text-store join (peers return ids)
+    s.threads = args.threads
+    # (segment, row) -> collection position: rows skip documents without vectors
+    pos = []
+    for seg in snap.segments:
+        rows = dict(seg.store.id_rows())
+        pos.append(np.array([int(rows[r]) for r in range(len(rows))]))
+
+    def ids_of(hits):
+        return [int(pos[g][r]) for g, r, _ in hits]
+
     out = []
     for setting in json.loads(args.settings):
         p = SearchParams(**setting)
         # exhaustive: single-query latency on the first 10 queries only (it is the slow reference)
-        r = timed_queries(lambda q: [h[1] for h in s.search(q, k=10, params=p)[0]],
+        r = timed_queries(lambda q: ids_of(s.search(q, k=10, params=p)[0]),
                           lambda Qb: s.search(Qb, k=10, params=p), Q, single=10 if p.exhaustive else None)
-        if p.exhaustive:
-            r["ids"] = [[h[1] for h in hits] for hits in s.search(Q, k=10, params=p)]
+        if p.exhaustive:  # every query's ids, from the timed batched run
+            r["ids"] = [ids_of(hits) for hits in r.pop("batch_result")]
+        r.pop("batch_result", None)
         r["setting"] = setting
         out.append(r)
     print(json.dumps({"search": out, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base}))
@@ -188,10 +174,11 @@ def timed_queries(search_one, search_batch, Q, single=None):
         ids.append([int(x) for x in search_one(q)])
         lat.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    search_batch(Q)
+    batch = search_batch(Q)
     a = np.array(lat) * 1000
     return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "batched_ms_per_query": (time.perf_counter() - t0) * 1000 / len(Q), "ids": ids}
+            "batched_ms_per_query": (time.perf_counter() - t0) * 1000 / len(Q), "ids": ids,
+            "batch_result": batch}
 
 
 # ---- orchestration --------------------------------------------------------------------------------
@@ -208,15 +195,21 @@ def run_json(cmd, env=None, log_path=None):
 
 
 SETTINGS = {
-    # session 2 (45k passages, 4.3M vectors, K=32768): a reduced sweep, CPU time was short
-    "colxm": [dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64, centroid_nprobe=16),
+    # session 3 (45k passages, 4.3M vectors, K=32768): cheapest to widest, then the exhaustive
+    # reference (own exact MaxSim over the compressed index)
+    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=128, nrerank=32, centroid_nprobe=16),
+              dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64, centroid_nprobe=16),
               dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64),
               dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256),
-              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512)],
-    # colbert-ai's own k=10 default and a larger setting
+              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
+              dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048),
+              dict(exhaustive=True)],
+    # colbert-ai's own defaults for k=10, k<=100 and k>100
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
+                dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
                 dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096)],
     "fastplaid": [dict(n_ivf_probe=2, n_full_scores=256),
+                  dict(n_ivf_probe=4, n_full_scores=1024),
                   dict(n_ivf_probe=8, n_full_scores=4096)],
 }
 
@@ -228,7 +221,7 @@ def engine_cmds(engine, args, phase, index, settings=None):
     extra = ["--settings", json.dumps(settings)] if settings is not None else []
     if engine == "colxm":
         return [sys.executable, me, f"colxm-{phase}", *common, "--centroids", str(args.centroids or 0),
-                "--niter", str(args.niter), "--points-per-centroid", str(args.points_per_centroid), *extra], None
+                *extra], None
     peers = os.path.join(HERE, "search_peers.py")
     if engine == "colbert":
         return [COLBERT_PY, peers, "colbert", phase, *common, *extra], None
@@ -311,8 +304,6 @@ def main():
     ap.add_argument("--nbits", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--centroids", type=int, default=0)
-    ap.add_argument("--niter", type=int, default=4)
-    ap.add_argument("--points-per-centroid", type=int, default=32)
     ap.add_argument("--settings", default=None)
     ap.add_argument("--queries", type=int, default=200, help="first N of the encoded queries")
     ap.add_argument("--rss-probe", action="store_true", help="re-measure cached engines' search RSS")

@@ -214,7 +214,9 @@ _COMPRESS_ROWS = 4096  # bounds the [rows, K] score matrix of centroid assignmen
 def compress_chunk(codec, chunk: Chunk, stats: FitStats | None):
     """(codes, residuals, doclens) of a chunk; updates the fit statistics."""
     vectors = np.concatenate(chunk.vecs).astype(np.float32, copy=False)
-    parts = [codec.compress(vectors[a:a + _COMPRESS_ROWS]) for a in range(0, len(vectors), _COMPRESS_ROWS)]
+    # fast: nearest centroid through a faiss inverted file over the centroids once there are
+    # thousands of them (ResidualCodec.assign: ~5x faster, the exact one for ~99.5% of vectors)
+    parts = [codec.compress(vectors[a:a + _COMPRESS_ROWS], fast=True) for a in range(0, len(vectors), _COMPRESS_ROWS)]
     codes = np.concatenate([c for c, _ in parts])
     residuals = np.concatenate([r for _, r in parts])
     if stats is not None:
