@@ -29,7 +29,8 @@ class SearchParams:
 
     ncells: centroids probed per query token for candidates; centroid_score_threshold: centroid
     scores below it are pruned from approximate scoring; ndocs: documents kept after approximate
-    scoring; nrerank: documents decompressed and scored exactly (default ndocs // 4);
+    scoring; nrerank: documents decompressed and scored exactly (default ndocs // 4); both count
+    documents of the whole index, however many segments it has;
     approx_cells: approximate scores are read from each query token's approx_cells best centroids'
     inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
     over every code of every candidate, pruned then unpruned (slower, same quality in our
