@@ -97,15 +97,21 @@ class ResidualCodec:
             self._lut = np.ascontiguousarray(self.bucket_weights[byte_bucket_table(self.nbits)])
         return self._lut
 
-    def decompress_residuals(self, residuals: np.ndarray) -> np.ndarray:
-        """Reconstructed residuals float32 [n, dim] (no centroid, not normalised)."""
+    def decompress_residuals(self, residuals: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Reconstructed residuals float32 [n, dim] (no centroid, not normalised), written into
+        ``out`` (C-contiguous float32 [n, dim]) when given."""
         n = residuals.shape[0]
         lut = self.weight_lut
+        if out is None:
+            out = np.empty((n, self.dim), dtype=np.float32)
+        # mode="clip": every byte is a valid row, and an unbuffered write into ``out``
         if lut.shape[1] in (2, 4):
             # one lookup per byte that copies all of its 2 or 4 weights at once (8 or 16 bytes)
             unit = np.complex64 if lut.shape[1] == 2 else np.complex128
-            return np.take(lut.view(unit).reshape(256), residuals).view(np.float32).reshape(n, self.dim)
-        return lut[residuals].reshape(n, self.dim)
+            np.take(lut.view(unit).reshape(256), residuals, out=out.view(unit).reshape(residuals.shape), mode="clip")
+        else:
+            np.take(lut, residuals, axis=0, out=out.reshape(n, -1, lut.shape[1]), mode="clip")
+        return out
 
     # ---- (de)serialisation ------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ import numpy as np
 from colxm.errors import IndexFormatError, InputError
 from colxm.index.codec import ResidualCodec
 from colxm.index.ivf import LocalCodes, build_ivf, doc_codes_from_ivf
+from colxm.search.memory import release_free_heap
 
 
 @dataclass(eq=False)  # identity: searchers cache per-segment scratch arrays
@@ -72,10 +73,12 @@ class SegmentData:
         else:
             self.doc_code_offsets, self.doc_codes = doc_codes_from_ivf(self.ivf_offsets, self.ivf_docs,
                                                                        self.num_docs)
+        release_free_heap()  # the transposition's transients sit below the arrays it keeps
 
     def token_codes(self, docs: np.ndarray, idx: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """Global codes of token indexes ``idx`` (the tokens of ``docs``, ``lens`` each, in order)."""
         if isinstance(self.codes, LocalCodes):
+            self.ensure_doc_codes()  # derives them here, where the transients are given back
             return self.codes.for_docs(docs, idx, lens)
         return self.codes[idx]
 

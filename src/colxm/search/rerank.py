@@ -6,6 +6,10 @@ import torch
 
 from colxm.index.codec import ResidualCodec
 from colxm.search.data import SegmentData, token_ranges
+from colxm.search.memory import scratch
+
+BLOCK_TOKENS = 1 << 12  # tokens decompressed at once: bounds memory (2 MB of float32 at dim 128)
+_ADD_ROWS = BLOCK_TOKENS // 4  # rows of centroids added to them at once
 
 
 def segment_max(x: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
@@ -15,20 +19,24 @@ def segment_max(x: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
 
 
 def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q: np.ndarray) -> np.ndarray:
-    """Cosine similarities [rows of Q, ntok] between query rows and decompressed tokens.
+    """Cosine similarities [rows of Q, ntok] between query rows and decompressed tokens: a view of
+    this thread's scratch buffer, valid until its next call.
 
     The decompressed vectors are normalised by scaling the (4x smaller) similarity matrix instead
     of the vectors themselves.
     """
-    D = codec.decompress_residuals(residuals)
-    D += np.take(codec.centroids, codes, axis=0)
+    n = residuals.shape[0]
+    D = codec.decompress_residuals(residuals, out=scratch("vectors", (n, codec.dim)))
+    for a in range(0, n, _ADD_ROWS):  # + centroids, a slice at a time: a 4x smaller buffer
+        part = D[a : a + _ADD_ROWS]
+        part += np.take(codec.centroids, codes[a : a + _ADD_ROWS], axis=0, mode="clip",
+                        out=scratch("centroids", part.shape))
     inv = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", D, D)), 1e-12)
-    sims = (torch.from_numpy(Q) @ torch.from_numpy(D).T).numpy()
+    sims = scratch("sims", (Q.shape[0], n))
+    torch.mm(torch.from_numpy(Q), torch.from_numpy(D).T, out=torch.from_numpy(sims))
     sims *= inv.astype(np.float32)[None, :]
     return sims
 
-
-BLOCK_TOKENS = 1 << 13  # tokens decompressed at once: bounds memory (4 MB of float32 at dim 128)
 
 
 def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.ndarray,

@@ -16,11 +16,12 @@ from colxm.errors import InputError
 from colxm.index.codec import ResidualCodec
 from colxm.search.candidates import NEG, approx_scores, approx_scores_lists, candidate_docs, probe_cells, pruned
 from colxm.search.data import SegmentData
+from colxm.search.memory import release_free_heap, scratch
 from colxm.search.rerank import maxsim_docs
 
 Hit = tuple[int, int, float]  # (segment index, local doc, score)
 _EXHAUSTIVE_ROWS = 512  # query rows scored together in exhaustive mode (groups of whole queries)
-_EXHAUSTIVE_CELLS = 1 << 22  # query rows x tokens per similarity block in exhaustive mode (16 MB)
+_EXHAUSTIVE_CELLS = 1 << 20  # query rows x tokens per similarity block in exhaustive mode (4 MB)
 
 
 @dataclass
@@ -87,8 +88,10 @@ class CentroidScorer:
         self._lock = threading.Lock()
 
     def all(self, Q: np.ndarray) -> np.ndarray:
-        """[Lq, K] scores."""
-        return (torch.from_numpy(Q) @ self.centroids.T).numpy()
+        """[Lq, K] scores: a view of this thread's scratch buffer, valid until its next call."""
+        out = scratch("centroid_scores", (Q.shape[0], self.centroids.shape[0]))
+        torch.mm(torch.from_numpy(Q), self.centroids.T, out=torch.from_numpy(out))
+        return out
 
     def best(self, Q: np.ndarray, m: int, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(values, ids) [Lq, m] of each token's m best centroids, best first, plus the full score
@@ -124,6 +127,7 @@ class CentroidScorer:
                 ivf.train(c)
                 ivf.add(c)
                 self._ivf = ivf
+                release_free_heap()  # k-means buffers freed below the lists faiss keeps
             self._ivf.nprobe = nprobe  # the same value for every caller of one search
             return self._ivf
 
@@ -172,13 +176,33 @@ class Searcher:
         workers = self.threads or threads
         if workers <= 1 or len(Qs) == 1:
             return [self._plaid_one(q, k, params, masks) for q in Qs]
-        # queries in parallel (numpy, torch and faiss release the GIL); one torch thread each
+        # queries in parallel (numpy, torch and faiss release the GIL), one torch thread each; this
+        # thread is one of the workers: each new thread grows a heap arena of its own (given back
+        # when the batch ends)
+        results: list[list[Hit]] = [[] for _ in Qs]
+        todo = iter(range(len(Qs)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    j = next(todo, None)
+                if j is None:
+                    return
+                results[j] = self._plaid_one(Qs[j], k, params, masks)
+
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(lambda q: self._plaid_one(q, k, params, masks), Qs))
+            helpers_n = min(workers, len(Qs)) - 1
+            with ThreadPoolExecutor(helpers_n) as pool:
+                helpers = [pool.submit(work) for _ in range(helpers_n)]
+                work()
+                for h in helpers:
+                    h.result()
         finally:
             torch.set_num_threads(threads)
+            release_free_heap()
+        return results
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
     def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
@@ -258,9 +282,9 @@ class Searcher:
 
     # ---- exhaustive ---------------------------------------------------------------------------
     def _exhaustive(self, Qs: list[np.ndarray], k: int, masks) -> list[list[Hit]]:
-        """Exact MaxSim against every live document; memory is bounded by groups of queries
-        (<= 512 rows) x blocks of tokens (16 MB of similarities), keeping only each query's top k."""
-        per_query: list[list[Hit]] = [[] for _ in Qs]
+        """Exact MaxSim against every live document, one group of queries (<= 512 rows) at a time
+        over blocks of documents (<= 4 MB of similarities); each query keeps a running top k, so
+        memory does not grow with the index."""
         groups, rows = [[]], 0
         for j, q in enumerate(Qs):
             if groups[-1] and rows + q.shape[0] > _EXHAUSTIVE_ROWS:
@@ -268,35 +292,56 @@ class Searcher:
                 rows = 0
             groups[-1].append(j)
             rows += q.shape[0]
+        spans = []  # per segment: (live docs, cumulative token counts)
         for s, seg in enumerate(self.segments):
             ok = np.asarray(seg.doclens) > 0
             if masks[s] is not None:
                 ok &= masks[s]
             docs = np.flatnonzero(ok)
-            if docs.size == 0:
-                continue
-            cum = np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])
-            for group in groups:
-                Q = np.concatenate([Qs[j] for j in group])
-                qb = np.zeros(len(group) + 1, dtype=np.int64)
-                np.cumsum([Qs[j].shape[0] for j in group], out=qb[1:])
-                block = max(256, _EXHAUSTIVE_CELLS // Q.shape[0])  # tokens per block
+            spans.append((docs, np.cumsum(np.asarray(seg.doclens, dtype=np.int64)[docs])))
+        out: list[list[Hit]] = [[] for _ in Qs]
+        for group in groups:
+            Q = np.concatenate([Qs[j] for j in group])
+            qb = np.zeros(len(group) + 1, dtype=np.int64)
+            np.cumsum([Qs[j].shape[0] for j in group], out=qb[1:])
+            block = max(256, _EXHAUSTIVE_CELLS // Q.shape[0])  # tokens per block
+            top = _RunningTopK(len(group), k)
+            for s, (docs, cum) in enumerate(spans):
+                if docs.size == 0:
+                    continue
                 cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
-                best = [([], []) for _ in group]  # per query: score arrays, doc arrays of block top-ks
                 for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
-                    if b <= a:
-                        continue
-                    sc = maxsim_docs(self.codec, seg, docs[a:b], Q, qb)
-                    kk = min(k, b - a)
-                    top = np.argpartition(-sc, kk - 1, axis=1)[:, :kk]
-                    for g in range(len(group)):
-                        best[g][0].append(sc[g, top[g]])
-                        best[g][1].append(docs[a:b][top[g]])
-                for g, j in enumerate(group):
-                    sc, dd = np.concatenate(best[g][0]), np.concatenate(best[g][1])
-                    per_query[j].extend((s, int(d), float(x)) for x, d in zip(sc, dd))
-                    per_query[j] = heapq.nlargest(k, per_query[j], key=lambda h: h[2])
-        return [sorted(h, key=lambda x: -x[2])[:k] for h in per_query]
+                    if b > a:
+                        top.add(maxsim_docs(self.codec, self.segments[s], docs[a:b], Q, qb), s, docs[a:b])
+            for g, j in enumerate(group):
+                out[j] = top.hits(g)
+        return out
+
+
+class _RunningTopK:
+    """Each of ``n`` queries' k best (score, segment, doc) so far, merged block by block with
+    stable sorts: exact ties go to the lower (segment, doc), as in the approximate path, whatever
+    the block sizes."""
+
+    def __init__(self, n: int, k: int):
+        self.k = k
+        self.scores = np.zeros((n, 0), dtype=np.float32)
+        self.segs = np.zeros((n, 0), dtype=np.int64)
+        self.docs = np.zeros((n, 0), dtype=np.int64)
+
+    def add(self, scores: np.ndarray, seg: int, docs: np.ndarray) -> None:
+        """scores [n, len(docs)] of ``docs`` of segment ``seg``."""
+        part = np.argsort(-scores, axis=1, kind="stable")[:, : self.k]  # blocks hold few docs
+        sc = np.concatenate([self.scores, np.take_along_axis(scores, part, axis=1)], axis=1)
+        dd = np.concatenate([self.docs, docs[part]], axis=1)
+        ss = np.concatenate([self.segs, np.full(part.shape, seg, dtype=np.int64)], axis=1)
+        keep = np.argsort(-sc, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(sc, keep, axis=1)
+        self.docs = np.take_along_axis(dd, keep, axis=1)
+        self.segs = np.take_along_axis(ss, keep, axis=1)
+
+    def hits(self, i: int) -> list[Hit]:
+        return [(int(s), int(d), float(x)) for s, d, x in zip(self.segs[i], self.docs[i], self.scores[i])]
 
 
 def _best(docs: np.ndarray, approx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
