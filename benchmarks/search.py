@@ -143,11 +143,14 @@ def colxm_search(args):
     snap = Index.open(args.index)._snap
     s = snap.searcher  # the engine under Index.search, without the text-store join (peers return ids)
     s.threads = args.threads
-    # (segment, row) -> collection position: rows skip documents without vectors
+    # (segment, row) -> collection position: rows skip documents without vectors (filled row by
+    # row: a dict of every id would add ~8 MB of the harness's own to the search's peak RSS)
     pos = []
     for seg in snap.segments:
-        rows = dict(seg.store.id_rows())
-        pos.append(np.array([int(rows[r]) for r in range(len(rows))]))
+        p = np.empty(seg.record.num_rows, dtype=np.int64)
+        for r, doc_id in seg.store.id_rows():
+            p[r] = int(doc_id)
+        pos.append(p)
 
     def ids_of(hits):
         return [int(pos[g][r]) for g, r, _ in hits]
@@ -163,7 +166,24 @@ def colxm_search(args):
         r.pop("batch_result", None)
         r["setting"] = setting
         out.append(r)
-    print(json.dumps({"search": out, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base}))
+    print(json.dumps({"search": out, "peak_rss_mb": rss_mb(), "baseline_rss_mb": base,
+                      "end_rss_mb": rss_breakdown_mb(args.index)}))
+
+
+def rss_breakdown_mb(index):
+    """Resident MB now by kind of mapping: anonymous (allocations), pages of the index's
+    memory-mapped files, other files (libraries). VmHWM counts all three."""
+    out, kind = {"anon": 0.0, "index_files": 0.0, "other_files": 0.0}, "anon"
+    root = os.path.realpath(index)
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split(None, 5)
+            if head[0][0] in "0123456789abcdef" and "-" in head[0] and not head[0].endswith(":"):
+                path = head[5].strip() if len(head) > 5 else ""
+                kind = "index_files" if path.startswith(root) else ("other_files" if path.startswith("/") else "anon")
+            elif head[0] == "Rss:":
+                out[kind] += int(head[1]) / 1024
+    return out
 
 
 def timed_queries(search_one, search_batch, Q, single=None):
@@ -271,9 +291,27 @@ def bench_engine(engine, args, info, exact):
     out = {"engine": engine, "nbits": args.nbits, "build_s": build["build_s"], "build": build,
            "index_bytes": size, "bytes_per_vector": size / info["n_tokens"],
            "search_peak_rss_mb": search["peak_rss_mb"], "search_baseline_rss_mb": search["baseline_rss_mb"],
+           "search_end_rss_mb": search.get("end_rss_mb"),
            "index_mb": size / 2**20, "curve": curve, "loadavg": os.getloadavg()}
+    if args.rss_per_setting and engine == "colxm":
+        out["rss_per_setting"] = rss_per_setting(engine, args, index, settings, res_path)
     json.dump(out, open(res_path, "w"), indent=1)
     return out
+
+
+def rss_per_setting(engine, args, index, settings, res_path):
+    """Search peak RSS of each setting in a process of its own (the curve's process runs every
+    setting in turn, so its peak is that of the costliest one plus what the others left behind:
+    faiss's inverted file of the centroids, every setting's scratch buffers)."""
+    rows = []
+    for i, setting in enumerate(settings):
+        cmd, env = engine_cmds(engine, args, "search", index, [setting])
+        r = run_json(cmd, env, f"{res_path}.rss{i}.log")
+        rows.append({"setting": setting, "peak_rss_mb": r["peak_rss_mb"], "baseline_rss_mb": r["baseline_rss_mb"],
+                     "end_rss_mb": r.get("end_rss_mb")})
+        log(f"   rss {json.dumps(setting)}: peak {r['peak_rss_mb']:.0f} MB, "
+            f"{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f} MB above the baseline")
+    return rows
 
 
 def dominance(results):
@@ -307,6 +345,8 @@ def main():
     ap.add_argument("--settings", default=None)
     ap.add_argument("--queries", type=int, default=200, help="first N of the encoded queries")
     ap.add_argument("--rss-probe", action="store_true", help="re-measure cached engines' search RSS")
+    ap.add_argument("--rss-per-setting", action="store_true",
+                    help="colxm: also measure search RSS with each setting in a process of its own")
     ap.add_argument("--research", default="", help="engines to search again on their existing index")
     ap.add_argument("--exact-from", default=None, help="update.py's --exact-cache file (same vectors and queries)")
     args = ap.parse_args()
