@@ -60,7 +60,12 @@ def test_exhaustive_ties_in_order(setup):
 def test_threads_give_the_same_results(setup, params):
     codec, segs, queries = setup
     one = [Searcher(codec, segs, threads=1).search(q, k=7, params=params)[0] for q in queries]
-    assert Searcher(codec, segs, threads=3).search(queries, k=7, params=params) == one
+    many = Searcher(codec, segs, threads=3).search(queries, k=7, params=params)
+    assert len(many) == len(one)
+    # same documents and scores; a batch's matrix shapes may round the last bit differently
+    for a, b in zip(many, one):
+        assert {h[:2] for h in a} == {h[:2] for h in b}
+        np.testing.assert_allclose([h[2] for h in a], [h[2] for h in b], rtol=1e-6)
 
 
 @pytest.mark.parametrize("nbits", [1, 2, 4])
