@@ -38,7 +38,6 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     return sims
 
 
-
 def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.ndarray,
                 q_bounds: np.ndarray) -> np.ndarray:
     """Exact scores of ``docs`` (local indexes, all non-empty) for the stacked query tokens
