@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
-"""How colxm's build and search costs grow with the collection: synthetic clustered token vectors
-at 1M, 4M and 16M vectors (dim 128, nbits 2), generated and compressed in chunks straight into
-.npy files (memory stays bounded), then searched memory-mapped.
+"""How colxm's build and search costs grow with the collection, on the path a user takes:
+synthetic clustered token vectors (dim 128, nbits 2) generated lazily, chunk by chunk, and fed to
+``Index.build(path, documents, embeddings=<generator>)``; then ``Index.open`` and search.
 
-Per size: build seconds by phase, index bytes per vector, search p50/p95 ms (single query, 2
-threads), the share of search time per stage (centroid scoring, candidate lists, approximate
-scoring, decompression + exact MaxSim), and the search process's peak RSS against the index size.
+Per size, build and search each run in a subprocess of their own (so each peak RSS is its own):
+- build: seconds (generation time inside the generator reported apart: `stream_s` = reading the
+  stream, sampling and spilling it; `after_stream_s` = k-means, compression, inverted lists, id
+  store and commit), centroids, index bytes per vector (every file but docs.sqlite, reported
+  apart), peak RSS (VmHWM);
+- search: p50/p95 ms single query, ms/query batched with --threads workers, share of time per
+  search stage, peak RSS vs the post-import baseline and the index size, and overlap@10 with the
+  index's own exhaustive mode on a few queries (skipped when it would take over ~2 minutes).
 
   flock /tmp/colxm-cpu.lock .venv/bin/python benchmarks/scale.py --sizes 1000000,4000000,16000000
-JSON summary as the last line.
+Progress on stderr, one JSON line per size, JSON summary as the last line of stdout.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,7 +27,13 @@ import time
 
 import numpy as np
 
-DIM, DOCLEN, TOPICS = 128, 100, 8192
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from search import dir_size  # noqa: E402
+from search_peers import current_rss_mb, rss_mb  # noqa: E402
+
+DIM, DOCLEN, TOPICS, CHUNK_DOCS = 128, 100, 8192, 1000
+EXHAUSTIVE_S_PER_QUERY_PER_M = 0.35  # measured on 2 cores
+_topics = None
 
 
 def log(*a):
@@ -32,140 +42,177 @@ def log(*a):
 
 def gen_chunk(seed: int, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
     """Docs of 40..160 tokens, each token a noisy copy of one of the doc's 4 topic directions."""
-    topics = np.random.default_rng(12345).standard_normal((TOPICS, DIM)).astype(np.float32)
+    global _topics
+    if _topics is None:
+        _topics = np.random.default_rng(12345).standard_normal((TOPICS, DIM)).astype(np.float32)
     rng = np.random.default_rng(seed)
     lens = rng.integers(40, 161, n_docs).astype(np.int32)
     doc_topics = rng.integers(0, TOPICS, (n_docs, 4))
     owner = np.repeat(np.arange(n_docs), lens)
     pick = doc_topics[owner, rng.integers(0, 4, owner.size)]
-    v = topics[pick] + 0.9 * rng.standard_normal((owner.size, DIM)).astype(np.float32)
+    v = _topics[pick] + 0.9 * rng.standard_normal((owner.size, DIM)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     return v, lens
 
 
-def build(size: int, out: str, chunk_docs: int = 10000) -> dict:
-    from colxm.index.codec import train_codec
-    from colxm.index.ivf import build_ivf
-    from colxm.index.kmeans import num_centroids_for
-
-    os.makedirs(out, exist_ok=True)
-    n_docs = size // DOCLEN
-    t0 = time.perf_counter()
-    K = num_centroids_for(size)
-    # training sample: 32 vectors per centroid from the same distribution (as the codec would sample)
-    sample = np.concatenate([gen_chunk(10**6 + i, 3000)[0] for i in range(max(1, (32 * K) // 300000 + 1))])
-    t_gen = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    codec = train_codec(sample, nbits=2, num_centroids=K, seed=0)
-    t_train = time.perf_counter() - t0
-    # residuals streamed to a raw file chunk by chunk, then wrapped as .npy (memory stays bounded)
-    codes_parts, lens_parts = [], []
-    res_path = os.path.join(out, "residuals.tmp")
-    t_comp, t_gen2 = 0.0, 0.0
-    with open(res_path, "wb") as fh:
-        for c in range((n_docs + chunk_docs - 1) // chunk_docs):
-            a = time.perf_counter()
-            v, lens = gen_chunk(c, min(chunk_docs, n_docs - c * chunk_docs))
-            b = time.perf_counter()
-            codes, res = codec.compress(v, fast=True)
-            t_comp += time.perf_counter() - b
-            t_gen2 += b - a
-            fh.write(res.tobytes())
-            codes_parts.append(codes.astype(np.uint16 if K <= 65536 else np.int32))
-            lens_parts.append(lens)
-    codes = np.concatenate(codes_parts)
-    lens = np.concatenate(lens_parts)
-    T = codes.size
-    res = np.lib.format.open_memmap(os.path.join(out, "residuals.npy"), "w+", np.uint8, (T, codec.packed_dim))
-    res[:] = np.memmap(res_path, np.uint8, "r", shape=(T, codec.packed_dim))
-    res.flush()
-    del res
-    os.remove(res_path)
-    a = time.perf_counter()
-    ivf_offsets, ivf_docs = build_ivf(codes, lens, K)
-    t_ivf = time.perf_counter() - a
-    if len(lens) <= 65536:
-        ivf_docs = ivf_docs.astype(np.uint16)
-    for name, arr in {**{f"codec_{k}": v for k, v in codec.to_arrays().items()}, "codes": codes, "doclens": lens,
-                      "ivf_offsets": ivf_offsets, "ivf_docs": ivf_docs}.items():
-        np.save(os.path.join(out, name + ".npy"), arr)
-    return {"vectors": int(T), "docs": int(len(lens)), "num_centroids": K,
-            "build_s": {"train": t_train, "compress": t_comp, "ivf": t_ivf, "total_excl_generation": t_train + t_comp + t_ivf},
-            "generation_s": t_gen + t_gen2}
+def make_query(v: np.ndarray, rng) -> np.ndarray:
+    """32 noisy copies of a document's tokens."""
+    q = v[rng.integers(0, len(v), 32)]
+    q = q + 0.5 * rng.standard_normal(q.shape).astype(np.float32) / np.sqrt(DIM)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
-def search(index: str, n_queries: int, threads: int) -> dict:
+class Collection:
+    """Per-document vectors, generated one chunk at a time; times itself, keeps the queries
+    (made from the raw vectors of random documents) and notes when the stream ran out."""
+
+    def __init__(self, n_docs: int, n_queries: int):
+        self.n_docs = n_docs
+        self.query_docs = np.random.default_rng(7).integers(0, n_docs, n_queries)
+        self.queries = [None] * n_queries
+        self.gen_s, self.done_at = 0.0, None
+
+    def __iter__(self):
+        for c, start in enumerate(range(0, self.n_docs, CHUNK_DOCS)):
+            t0 = time.perf_counter()
+            v, lens = gen_chunk(c, min(CHUNK_DOCS, self.n_docs - start))
+            off = np.r_[0, np.cumsum(lens)]
+            for j in np.flatnonzero((self.query_docs >= start) & (self.query_docs < start + len(lens))):
+                d = self.query_docs[j] - start
+                self.queries[j] = make_query(v[off[d]:off[d + 1]], np.random.default_rng((7, int(j))))
+            self.gen_s += time.perf_counter() - t0
+            for d in range(len(lens)):
+                yield v[off[d]:off[d + 1]]
+        self.done_at = time.perf_counter()
+
+
+def build(args) -> dict:
+    """Index.build over the generated collection; queries saved next to the index."""
     import torch
-    torch.set_num_threads(1)  # as benchmarks/search.py: one torch thread per query, `threads` batch workers
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from search import current_rss_mb, open_colxm, rss_mb
+    torch.set_num_threads(args.threads)
+    from colxm.index.index import Index
+    from colxm.index.manifest import IndexConfig
 
-    from colxm.search import SearchParams, Searcher
-
+    n_docs = args.size // DOCLEN
+    coll = Collection(n_docs, args.queries)
+    shutil.rmtree(args.index, ignore_errors=True)
     base = current_rss_mb()
     t0 = time.perf_counter()
-    codec, seg = open_colxm(index)
-    t_open = time.perf_counter() - t0
-    rng = np.random.default_rng(7)
-    # queries: 32 noisy copies of tokens of random documents (decompressed, so no raw data needed)
-    Qs = []
-    for _ in range(n_queries):
-        d = int(rng.integers(seg.num_docs))
-        a, b = int(seg.doc_offsets[d]), int(seg.doc_offsets[d + 1])
-        v = codec.decompress(seg.codes[a:b], seg.residuals[a:b])[rng.integers(0, b - a, 32)]
-        v = v + 0.5 * rng.standard_normal(v.shape).astype(np.float32) / np.sqrt(DIM)
-        Qs.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32))
-    s = Searcher(codec, [seg], threads=threads)
+    idx = Index.build(args.index, ((str(i), "") for i in range(n_docs)), embeddings=coll,
+                      config=IndexConfig(nbits=2), show_progress=False)
+    t1 = time.perf_counter()
+    np.save(args.index + ".queries.npy", np.stack(coll.queries))
+    st = idx.stats()
+    return {"build_s": t1 - t0, "generation_s": coll.gen_s,
+            "stream_s": coll.done_at - t0 - coll.gen_s, "after_stream_s": t1 - coll.done_at,
+            "vectors": st["tokens"], "docs": st["documents"], "num_centroids": st["num_centroids"],
+            "segments": st["segments"], "peak_rss_mb": rss_mb(), "baseline_rss_mb": base}
+
+
+def search(args) -> dict:
+    """Latency, stage shares and RSS of Index.open + the searcher; overlap with exhaustive."""
+    import torch
+    torch.set_num_threads(1)  # as benchmarks/search.py: one torch thread per query, `threads` batch workers
+    from colxm.index.index import Index
+    from colxm.search import SearchParams
+
+    Q = np.load(args.index + ".queries.npy")
+    base = current_rss_mb()
+    t0 = time.perf_counter()
+    s = Index.open(args.index)._snap.searcher  # the engine under Index.search, without the text join
+    open_s = time.perf_counter() - t0
+    s.threads = args.threads
     p = SearchParams.for_k(10)
-    s.search(Qs[0], k=10, params=p)
+    s.search(Q[0], k=10, params=p)
     s.stage_seconds.clear()
-    lat = []
-    for q in Qs:
-        a = time.perf_counter()
-        s.search(q, k=10, params=p)
-        lat.append(time.perf_counter() - a)
-    tot = sum(s.stage_seconds.values())
-    lat = np.array(lat) * 1000
-    return {"open_s": t_open, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "stage_share": {k: v / tot for k, v in s.stage_seconds.items()},
-            "stage_ms_per_query": {k: 1000 * v / len(Qs) for k, v in s.stage_seconds.items()},
-            "params": p.__dict__, "peak_rss_mb": rss_mb(),
-            "baseline_rss_mb": base}
+    lat, hits = [], []
+    for q in Q:
+        t0 = time.perf_counter()
+        hits.append(s.search(q, k=10, params=p)[0])
+        lat.append(time.perf_counter() - t0)
+    stages = dict(s.stage_seconds)
+    t0 = time.perf_counter()
+    s.search(list(Q), k=10, params=p)
+    batched = (time.perf_counter() - t0) * 1000 / len(Q)
+    peak = rss_mb()
+    lat, tot = np.array(lat) * 1000, sum(stages.values())
+    return {"open_s": open_s, "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+            "batched_ms_per_query": batched, "stage_share": {k: v / tot for k, v in stages.items()},
+            "stage_ms_per_query": {k: 1000 * v / len(Q) for k, v in stages.items()},
+            "params": p.__dict__, "peak_rss_mb": peak, "baseline_rss_mb": base,
+            **vs_exhaustive(s, Q, hits, args)}
+
+
+def vs_exhaustive(s, Q, hits, args) -> dict:
+    """overlap@10 of the approximate hits with exhaustive exact MaxSim (after the RSS peak is read)."""
+    import torch
+    from colxm.search import SearchParams
+
+    n = min(args.recall_queries, len(Q))
+    est = EXHAUSTIVE_S_PER_QUERY_PER_M * n * args.size / 1e6
+    if n == 0 or est > 120:
+        return {"overlap@10_vs_exhaustive": None, "exhaustive_skipped_est_s": est}
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    exh = s.search(list(Q[:n]), k=10, params=SearchParams(exhaustive=True))
+    ex_s = time.perf_counter() - t0
+    ov = [len({h[:2] for h in a} & {h[:2] for h in e}) / 10 for a, e in zip(hits, exh)]
+    return {"overlap@10_vs_exhaustive": float(np.mean(ov)), "exhaustive_queries": n,
+            "exhaustive_s_per_query": ex_s / n}
+
+
+def run_phase(phase: str, size: int, index: str, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), phase, "--size", str(size), "--index", index,
+           "--queries", str(args.queries), "--threads", str(args.threads),
+           "--recall-queries", str(args.recall_queries)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def measure(size: int, args) -> dict:
+    index = os.path.join(args.work, f"n{size}")
+    log(f"== {size:,} vectors: building {index}")
+    b = run_phase("build", size, index, args)
+    log(f"   build {b['build_s']:.1f}s (generation {b['generation_s']:.1f}s), K={b['num_centroids']}, "
+        f"peak RSS {b['peak_rss_mb']:.0f} MB")
+    index_bytes = dir_size(index)
+    docs_bytes = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(index) for f in fs
+                     if f == "docs.sqlite")
+    srch = run_phase("search", size, index, args)
+    log(f"   search p50 {srch['p50_ms']:.1f} ms, batched {srch['batched_ms_per_query']:.1f} ms/q, "
+        f"overlap@10 vs exhaustive {srch['overlap@10_vs_exhaustive'] or 'skipped'}, peak RSS {srch['peak_rss_mb']:.0f} MB")
+    index_mb = index_bytes / 2**20
+    row = {"size": size, "build": b, "index_mb": index_mb, "bytes_per_vector": index_bytes / b["vectors"],
+           "docs_sqlite_mb": docs_bytes / 2**20, "search": srch,
+           "search_rss_minus_baseline_over_index": (srch["peak_rss_mb"] - srch["baseline_rss_mb"]) / index_mb}
+    if not args.keep:
+        shutil.rmtree(index, ignore_errors=True)
+        os.remove(index + ".queries.npy")
+    return row
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("phase", nargs="?", default="all", choices=["all", "search"])
-    ap.add_argument("--sizes", default="1000000,4000000,16000000")
+    ap.add_argument("phase", nargs="?", default="all", choices=["all", "build", "search"])
+    ap.add_argument("--sizes", default="1000000,4000000,16000000", help="token vectors per index")
     ap.add_argument("--work", default="/tmp/colxm-bench/scale")
-    ap.add_argument("--index", default=None)
     ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--recall-queries", type=int, default=10, help="queries checked against exhaustive search")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the indexes (16M: ~0.6 GB)")
+    ap.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--index", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.phase == "search":
-        print(json.dumps(search(args.index, args.queries, args.threads)))
+    if args.phase != "all":
+        print(json.dumps((build if args.phase == "build" else search)(args)))
         return
-    import torch
-    torch.set_num_threads(args.threads)
+    os.makedirs(args.work, exist_ok=True)
     rows = []
     for size in [int(x) for x in args.sizes.split(",")]:
-        out = os.path.join(args.work, f"n{size}")
-        b = build(size, out)
-        size_bytes = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
-        p = subprocess.run([sys.executable, os.path.abspath(__file__), "search", "--index", out,
-                            "--queries", str(args.queries), "--threads", str(args.threads)],
-                           capture_output=True, text=True)
-        if p.returncode:
-            raise RuntimeError(p.stderr[-2000:])
-        srch = json.loads(p.stdout.strip().splitlines()[-1])
-        row = {"size": size, **b, "index_mb": size_bytes / 2**20, "bytes_per_vector": size_bytes / b["vectors"],
-               "search": srch, "rss_over_index": srch["peak_rss_mb"] / (size_bytes / 2**20),
-               "rss_minus_baseline_over_index": (srch["peak_rss_mb"] - srch["baseline_rss_mb"]) / (size_bytes / 2**20)}
-        log(json.dumps({k: v for k, v in row.items()}))
-        rows.append(row)
-        if not args.keep:
-            shutil.rmtree(out, ignore_errors=True)
+        rows.append(measure(size, args))
+        print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"rows": rows}))
 
 
