@@ -260,6 +260,7 @@ def index_command(
     text_field: Optional[str] = typer.Option(None, "--text-field", help="JSONL/TSV-header field holding the text"),
     title: bool = typer.Option(True, "--title/--no-title", help="put each document's title (when it has one) before its text"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing index (atomically)"),
+    full_vectors: bool = typer.Option(False, "--full-vectors", help="also store every token vector in float16 (2 x dim bytes each, 8x the residuals at 2 bits) so that search re-scores its final candidates exactly, as uncompressed MaxSim"),
 ) -> None:
     """Build an index from a collection."""
     from colxm.index.index import Index
@@ -278,7 +279,8 @@ def index_command(
         passage_tokens = max(8, encoder.config.doc_maxlen - 3)  # [CLS], [D] marker, [SEP] fit too
     if passage_overlap >= passage_tokens:
         raise OptionError(f"--passage-overlap ({passage_overlap}) must be smaller than --passage-tokens ({passage_tokens})")
-    config = IndexConfig(nbits=nbits, passage_max_tokens=passage_tokens, passage_overlap=passage_overlap)
+    config = IndexConfig(nbits=nbits, passage_max_tokens=passage_tokens, passage_overlap=passage_overlap,
+                         full_vectors=full_vectors)
     built = Index.build(index, docs, encoder=encoder, config=config, languages=lang, overwrite=overwrite)
     typer.echo(f"{index}: {summary_line(built.last_summary)}")
 

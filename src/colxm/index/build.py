@@ -44,6 +44,9 @@ def import_into(root: Path, codec, codes, residuals, doclens, records, config: I
                 model: dict | None, summary: WriteSummary) -> None:
     """Write generation 1 of an index from vectors that are already compressed with ``codec``
     (e.g. a colbert-ai index): codes are copied as they are, nothing is re-encoded."""
+    if config.full_vectors:
+        raise InputError("an imported index has no original vectors: full_vectors needs a build "
+                         "from texts or embeddings")
     doclens = np.asarray(doclens, dtype=np.int64)
     offsets = np.zeros(len(doclens) + 1, dtype=np.int64)
     np.cumsum(doclens, out=offsets[1:])

@@ -22,6 +22,7 @@ import numpy as np
 
 from colxm.errors import IndexFormatError, InputError
 from colxm.index import build as B
+from colxm.index import fullvec
 from colxm.index import merge as M
 from colxm.index import writer as W
 from colxm.index.lock import WriterLock
@@ -209,7 +210,7 @@ class Index:
         return [Hit(d, 0.0, t, lang, meta, p) for d, p, t, lang, meta in (got[r] for r in rows)]
 
     def stats(self) -> dict[str, Any]:
-        """Counts, segments and codec drift figures of the current commit."""
+        """Counts, segments, full-vector storage and codec drift figures of the current commit."""
         m = self._snap.manifest
         return {
             "generation": m.generation,
@@ -222,6 +223,8 @@ class Index:
             "nbits": m.nbits,
             "num_centroids": m.num_centroids,
             "model": (m.model or {}).get("name_or_path"),
+            "full_vectors": m.config.full_vectors,
+            "full_vectors_bytes": sum(s.files[fullvec.NAME]["size"] for s in m.segments if fullvec.NAME in s.files),
             "drift": {
                 "build": fit_figures(m.drift.get("build")),
                 "added": fit_figures(m.drift.get("added")),
@@ -298,15 +301,16 @@ class Index:
     def reindex(self, force: bool = False, embeddings=None) -> ReindexReport:
         """Retrain the codec and recompress everything (one commit) when the drift figures say
         it is worth it, or when ``force``. Vectors: ``embeddings`` (a function from a list of
-        (id, passage number) to token vectors) when given, else the stored texts re-encoded
-        with the encoder, else (an index built from embeddings, no model) the decompressed
-        codes, which costs quality (a second quantisation; see benchmarks/README.md)."""
+        (id, passage number) to token vectors) when given, else the stored originals of an index
+        built with ``IndexConfig(full_vectors=True)``, else the stored texts re-encoded with the
+        encoder, else (an index built from embeddings, no model) the decompressed codes, which
+        costs quality (a second quantisation; see benchmarks/README.md)."""
         m = self._snap.manifest
         reason = M.reindex_reason(m)
         if not force and reason is None:
             return ReindexReport(False, "codec still fits the index (see drift)", self.stats()["drift"], m.generation)
         encode = None
-        if embeddings is None and (m.model or self._encoder is not None):
+        if embeddings is None and not m.config.full_vectors and (m.model or self._encoder is not None):
             encode = W.make_encode(self.encoder, None, m.config.encode_batch_size)
         with self._op() as (work, summary):
             M.retrain_all(work, summary, encode, embeddings)

@@ -18,8 +18,11 @@ from colxm.index.atomic import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "colxm-index"
-FORMAT_VERSION = 2  # 2: segments may store local codes (SegmentRecord.codes), int8 centroid tables
-READABLE_VERSIONS = (1, 2)
+# 2: segments may store local codes (SegmentRecord.codes), int8 centroid tables
+# 3: segments store the original vectors (IndexConfig.full_vectors); written only by such indexes,
+#    so that an older colxm refuses them instead of merging their vectors away
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass
@@ -47,6 +50,9 @@ class IndexConfig:
     reindex_min_added_share: float = 0.1
     reindex_outside_ratio: float = 2.0
     reindex_error_ratio: float = 1.5  # same-distribution additions measured 0.98-1.35x on ddtp/it
+    # also store every token vector in float16 for an exact final re-scoring (search's
+    # full_rerank); costs 2 x dim bytes per vector on disk, 8x the residuals at 2 bits
+    full_vectors: bool = False
 
     def __post_init__(self) -> None:
         if self.nbits not in (1, 2, 4):
@@ -59,6 +65,8 @@ class IndexConfig:
             raise InputError("passage_max_tokens must be at least 8 (or None for no splitting)")
         if self.passage_overlap < 0:
             raise InputError("passage_overlap must be >= 0")
+        if not isinstance(self.full_vectors, bool):
+            raise InputError(f"full_vectors must be True or False, not {self.full_vectors!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "IndexConfig":
@@ -99,7 +107,7 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["format"] = FORMAT_NAME
-        d["format_version"] = FORMAT_VERSION
+        d["format_version"] = FORMAT_VERSION if self.config.full_vectors else 2
         return d
 
     @classmethod

@@ -15,26 +15,37 @@ from colxm.index.writer import SegmentsOut, Work, locate, trained_stream
 from colxm.store import Record
 
 _MERGE_ROWS = 8192
+_MERGE_TOKENS = 1 << 17  # per chunk: 32 MB of float16 originals at dim 128 (full_vectors)
 
 
-def _live_chunks(work: Work, only: set[str] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list]]:
-    """(codes, residuals, doclens, raw store rows) of the live rows of the committed segments
-    (those in ``only`` when given)."""
+def _live_chunks(work: Work, only: set[str] | None = None) -> Iterator[tuple]:
+    """(codes, residuals, doclens, raw store rows, original vectors or None) of the live rows of
+    the committed segments (those in ``only`` when given)."""
     current = {r.id for r in work.manifest.segments}
     for seg in work.snap.segments:
         if seg.record.id not in (current if only is None else only):
             continue
-        n = len(seg.doclens)
-        for a in range(0, n, _MERGE_ROWS):
-            b = min(n, a + _MERGE_ROWS)
+        offsets = np.asarray(seg.doc_offsets)
+        for a, b in _row_blocks(offsets):
             live = seg.live[a:b]
             if not live.any():
                 continue
-            t0, t1 = int(seg.doc_offsets[a]), int(seg.doc_offsets[b])
+            t0, t1 = int(offsets[a]), int(offsets[b])
             tok = live_token_mask(seg, a, b)
             rows = [r[1:] for r, ok in zip(seg.store.raw_rows(a, b), live) if ok]
+            vectors = seg.vectors.rows(t0, t1)[tok] if seg.vectors is not None else None
             yield (np.asarray(seg.codes[t0:t1])[tok], np.asarray(seg.residuals[t0:t1])[tok],
-                   np.asarray(seg.doclens[a:b])[live], rows)
+                   np.asarray(seg.doclens[a:b])[live], rows, vectors)
+
+
+def _row_blocks(offsets: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Row ranges of at most _MERGE_ROWS rows and _MERGE_TOKENS tokens (or one longer row)."""
+    n, a = len(offsets) - 1, 0
+    while a < n:
+        fits = int(np.searchsorted(offsets, offsets[a] + _MERGE_TOKENS, "right")) - 1
+        b = max(a + 1, min(n, a + _MERGE_ROWS, fits))
+        yield a, b
+        a = b
 
 
 def _require_clean(work: Work, what: str) -> None:
@@ -44,7 +55,7 @@ def _require_clean(work: Work, what: str) -> None:
 
 def merge_segments(work: Work, summary: WriteSummary, only: set[str] | None = None) -> None:
     """Merge the committed segments (all, or those in ``only``) into one new segment without
-    their deleted rows; codes and residuals are copied, not recomputed."""
+    their deleted rows; codes, residuals (and original vectors) are copied, not recomputed."""
     _require_clean(work, "optimize")
     m = work.manifest
     chosen = [s for s in m.segments if only is None or s.id in only]
@@ -55,8 +66,8 @@ def merge_segments(work: Work, summary: WriteSummary, only: set[str] | None = No
     out = SegmentsOut(work)
     moved: dict[str, tuple[str, list[int]]] = {}
     try:
-        for codes, residuals, doclens, rows in _live_chunks(work, ids):
-            placed = out.append(codes, residuals, doclens, raw_rows=rows)
+        for codes, residuals, doclens, rows, vectors in _live_chunks(work, ids):
+            placed = out.append(codes, residuals, doclens, raw_rows=rows, vectors=vectors)
             for i, r in enumerate(rows):
                 seg_id, row = locate(placed, i)
                 moved.setdefault(r[0], (seg_id, []))[1].append(row)
@@ -84,16 +95,19 @@ def merge_candidates(m: Manifest) -> set[str] | None:
 
 def retrain_all(work: Work, summary: WriteSummary, encode, embed=None) -> None:
     """Retrain the codec on the live vectors and recompress them. The vectors come from
-    ``embed([(id, passage), ...])`` when given, else from re-encoding the stored texts with
-    ``encode``, else from decompressing the stored codes (lossy: a second quantisation)."""
+    ``embed([(id, passage), ...])`` when given, else from the stored originals of a
+    full-vectors index, else from re-encoding the stored texts with ``encode``, else from
+    decompressing the stored codes (lossy: a second quantisation)."""
     _require_clean(work, "reindex")
     m, old = work.manifest, work.codec
 
     def chunks() -> Iterator[Chunk]:
-        for codes, residuals, doclens, rows in _live_chunks(work):
+        for codes, residuals, doclens, rows, originals in _live_chunks(work):
             recs = [(Record(d, t, lang, _meta(meta)), p) for d, p, t, lang, meta in rows]
             if embed is not None:
                 vecs = embed([(r.id, p) for r, p in recs])
+            elif originals is not None:
+                vecs = np.split(originals, np.cumsum(doclens)[:-1])
             elif encode is not None:
                 vecs = encode([r.text for r, _ in recs], [r.language for r, _ in recs])
             else:

@@ -212,7 +212,8 @@ _COMPRESS_ROWS = 4096  # bounds the [rows, K] score matrix of centroid assignmen
 
 
 def compress_chunk(codec, chunk: Chunk, stats: FitStats | None):
-    """(codes, residuals, doclens) of a chunk; updates the fit statistics."""
+    """(codes, residuals, doclens, the chunk's vectors concatenated) of a chunk; updates the fit
+    statistics."""
     vectors = np.concatenate(chunk.vecs).astype(np.float32, copy=False)
     # fast: nearest centroid through a faiss inverted file over the centroids once there are
     # thousands of them (ResidualCodec.assign: ~5x faster, the exact one for ~99.5% of vectors)
@@ -222,4 +223,4 @@ def compress_chunk(codec, chunk: Chunk, stats: FitStats | None):
     if stats is not None:
         stats.update(codec, vectors, codes, residuals)
     doclens = np.fromiter((len(v) for v in chunk.vecs), dtype=np.int32, count=len(chunk.vecs))
-    return codes, residuals, doclens
+    return codes, residuals, doclens, vectors

@@ -7,9 +7,10 @@ of the inverted lists, uint8 when every document has at most 256 distinct centro
 format 1 segments hold global codes, uint16 when K <= 65536 centroids, else int32),
 residuals.npy uint8 [T, dim*nbits/8], doclens.npy int32 [N], doc_offsets.npy int64 [N+1],
 ivf_offsets.npy int64 [K+1], ivf_docs.npy [nnz] (uint16 when N <= 65536 rows, else int32),
-docs.sqlite. A segment is written in a temp folder by SegmentWriter
-(streaming: chunks are appended to raw files, so memory stays bounded), made durable, then
-renamed into place before the manifest that names it is committed.
+docs.sqlite, and with ``IndexConfig.full_vectors`` vectors.npy float16 [T, dim] (``fullvec``).
+A segment is written in a temp folder by SegmentWriter (streaming: chunks are appended to raw
+files, so memory stays bounded), made durable, then renamed into place before the manifest
+that names it is committed.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from colxm.errors import IndexFormatError
+from colxm.index import fullvec
 from colxm.index.atomic import file_record, fsync_tree
+from colxm.index.fullvec import FullVectors
 from colxm.index.manifest import SegmentRecord
 from colxm.store import Record, StoreReader, StoreWriter
 
@@ -34,15 +37,18 @@ _COPY_ROWS = 1 << 18
 class SegmentWriter:
     """Streams compressed chunks into a new segment folder; ``finish`` writes the .npy files."""
 
-    def __init__(self, folder: str | os.PathLike, dim: int, nbits: int, num_centroids: int):
+    def __init__(self, folder: str | os.PathLike, dim: int, nbits: int, num_centroids: int,
+                 full_vectors: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=False)
+        self.dim = dim
         self.packed = dim * nbits // 8
         self.num_centroids = num_centroids
         self.code_dtype = code_dtype(num_centroids)
         self._codes = open(self.folder / "codes.bin", "wb")
         self._residuals = open(self.folder / "residuals.bin", "wb")
         self._doclens = open(self.folder / "doclens.bin", "wb")
+        self._vectors = open(self.folder / "vectors.bin", "wb") if full_vectors else None
         self.store = StoreWriter(self.folder / STORE_FILE)
         self.num_rows = 0
         self.num_tokens = 0
@@ -54,12 +60,18 @@ class SegmentWriter:
         doclens: np.ndarray,
         rows: Sequence[tuple[Record, int]] | None = None,
         raw_rows: Sequence[tuple] | None = None,
+        vectors: np.ndarray | None = None,
     ) -> None:
-        """Append rows: their tokens' codes/residuals, lengths and store rows (records or raw)."""
+        """Append rows: their tokens' codes/residuals (and original vectors when the segment
+        keeps them), lengths and store rows (records or raw)."""
         doclens = np.asarray(doclens, dtype=np.int32)
         n = len(rows) if rows is not None else len(raw_rows or ())
         if n != len(doclens) or int(doclens.sum()) != len(codes) or len(codes) != len(residuals):
             raise ValueError("segment chunk is inconsistent (rows, doclens, codes, residuals)")
+        if self._vectors is not None:
+            if vectors is None or vectors.shape != (len(codes), self.dim):
+                raise ValueError("a full-vectors segment needs one original vector per token")
+            self._vectors.write(np.ascontiguousarray(vectors, dtype=fullvec.DTYPE).tobytes())
         self._codes.write(np.ascontiguousarray(codes, dtype=self.code_dtype).tobytes())
         self._residuals.write(np.ascontiguousarray(residuals, dtype=np.uint8).tobytes())
         self._doclens.write(doclens.tobytes())
@@ -74,7 +86,7 @@ class SegmentWriter:
         """Write the .npy arrays and inverted lists, fsync everything; returns counts."""
         from colxm.index.ivf import build_ivf, local_codes
 
-        for f in (self._codes, self._residuals, self._doclens):
+        for f in self._raw_files():
             f.close()
         self.store.close()
         t, n = self.num_tokens, self.num_rows
@@ -83,6 +95,9 @@ class SegmentWriter:
             self.folder / "residuals.bin", self.folder / "residuals.npy", np.uint8, (t, self.packed)
         )
         _raw_to_npy(self.folder / "doclens.bin", self.folder / "doclens.npy", np.int32, (n,))
+        if self._vectors is not None:
+            _raw_to_npy(self.folder / "vectors.bin", self.folder / f"{fullvec.NAME}.npy", fullvec.DTYPE,
+                        (t, self.dim))
         doclens = np.load(self.folder / "doclens.npy")
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(doclens, out=offsets[1:])
@@ -95,10 +110,13 @@ class SegmentWriter:
         np.save(self.folder / "ivf_offsets.npy", np.asarray(ivf_offsets, dtype=np.int64))
         np.save(self.folder / "ivf_docs.npy", np.asarray(ivf_docs, dtype=code_dtype(n)))
         fsync_tree(self.folder)
-        return {"num_rows": n, "num_tokens": t, "codes": "local"}
+        return {"num_rows": n, "num_tokens": t, "codes": "local", "vectors": self._vectors is not None}
+
+    def _raw_files(self) -> list:
+        return [f for f in (self._codes, self._residuals, self._doclens, self._vectors) if f is not None]
 
     def abort(self) -> None:
-        for f in (self._codes, self._residuals, self._doclens):
+        for f in self._raw_files():
             f.close()
         try:
             self.store.close()
@@ -130,7 +148,8 @@ def _raw_to_npy(raw: Path, out: Path, dtype, shape: tuple[int, ...]) -> None:
 def segment_record(root: Path, seg_id: str, generation: int, counts: dict[str, int]) -> SegmentRecord:
     """Manifest record of a finished segment already moved to ``root/segments/<seg_id>``."""
     folder = root / "segments" / seg_id
-    files = {name: file_record(folder / f"{name}.npy", root) for name in ARRAYS}
+    names = (*ARRAYS, fullvec.NAME) if counts.get("vectors") else ARRAYS
+    files = {name: file_record(folder / f"{name}.npy", root) for name in names}
     files["store"] = file_record(folder / STORE_FILE, root)
     return SegmentRecord(
         id=seg_id,
@@ -155,12 +174,16 @@ class OpenSegment:
     ivf_docs: np.ndarray
     live: np.ndarray  # bool [N]
     store: StoreReader
+    vectors: FullVectors | None = None  # the original vectors (IndexConfig.full_vectors)
 
     def close(self) -> None:
         self.store.close()
+        if self.vectors is not None:
+            self.vectors.close()
 
 
-def _load(root: Path, rec: dict, what: str) -> np.ndarray:
+def _checked_path(root: Path, rec: dict, what: str) -> Path:
+    """The file of a manifest record, after checking that it exists with the recorded size."""
     path = root / rec["path"]
     try:
         size = path.stat().st_size
@@ -171,18 +194,28 @@ def _load(root: Path, rec: dict, what: str) -> np.ndarray:
             f"{what}: file {rec['path']} has {size} bytes, the manifest says {rec['size']} "
             "(truncated or altered); run `colxm verify` on the index"
         )
+    return path
+
+
+def _load(root: Path, rec: dict, what: str) -> np.ndarray:
+    path = _checked_path(root, rec, what)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise IndexFormatError(f"{what}: file {rec['path']} is not a valid array ({e})") from None
 
 
-def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centroids: int) -> OpenSegment:
-    """Memory-map one segment with cheap consistency checks (sizes and shapes, no checksums)."""
+def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centroids: int,
+                 full_vectors: bool = False) -> OpenSegment:
+    """Memory-map one segment with cheap consistency checks (sizes and shapes, no checksums);
+    with ``full_vectors`` (the index's config) also open its vectors.npy for positioned reads."""
     where = f"segment {rec.id}"
-    missing = [n for n in (*ARRAYS, "store") if n not in rec.files]
+    missing = [n for n in required_files(full_vectors) if n not in rec.files]
     if missing:
-        raise IndexFormatError(f"{where}: the manifest lists no file for {missing}")
+        extra = (" (the index stores full vectors: IndexConfig.full_vectors)"
+                 if fullvec.NAME in missing else "")
+        raise IndexFormatError(f"{where}: the manifest lists no file for {missing}{extra}; "
+                               "the index is corrupted")
     arr = {name: _load(root, rec.files[name], where) for name in ARRAYS}
     n, t = rec.num_rows, rec.num_tokens
     local = rec.codes == "local"
@@ -223,7 +256,19 @@ def open_segment(root: Path, rec: SegmentRecord, dim: int, nbits: int, num_centr
         from colxm.index.ivf import LocalCodes
 
         arr["codes"] = LocalCodes(arr["codes"], arr["doc_offsets"], arr["ivf_offsets"], arr["ivf_docs"])
-    return OpenSegment(rec, live=live, store=store, **arr)
+    vectors = None
+    if full_vectors:
+        try:
+            vectors = FullVectors(_checked_path(root, rec.files[fullvec.NAME], where), t, dim, where)
+        except IndexFormatError:
+            store.close()
+            raise
+    return OpenSegment(rec, live=live, store=store, vectors=vectors, **arr)
+
+
+def required_files(full_vectors: bool) -> tuple[str, ...]:
+    """Names every segment record of an index must list."""
+    return (*ARRAYS, "store", *((fullvec.NAME,) if full_vectors else ()))
 
 
 def live_token_mask(seg: OpenSegment, start: int, stop: int) -> np.ndarray:

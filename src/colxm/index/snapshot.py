@@ -57,7 +57,8 @@ class Snapshot:
         try:
             for rec in manifest.segments:
                 self.segments.append(
-                    open_segment(root, rec, manifest.dim, manifest.nbits, manifest.num_centroids)
+                    open_segment(root, rec, manifest.dim, manifest.nbits, manifest.num_centroids,
+                                 full_vectors=manifest.config.full_vectors)
                 )
         except BaseException:
             self.close()
@@ -91,6 +92,7 @@ class Snapshot:
                     ivf_offsets=s.ivf_offsets,
                     ivf_docs=s.ivf_docs,
                     live=s.live,
+                    vectors=s.vectors,
                 )
                 for s in self.segments
             ]

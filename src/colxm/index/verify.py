@@ -11,7 +11,10 @@ import numpy as np
 from colxm.errors import IndexFormatError
 from colxm.index.atomic import sha256_file
 from colxm.index.manifest import Manifest, read_manifest
-from colxm.index.segment import ARRAYS, open_segment
+from colxm.index.segment import open_segment, required_files
+
+_ALIGN_SAMPLE = 4096  # original vectors checked against their stored codes per segment
+_ALIGN_MIN_SHARE = 0.9  # aligned: ~99.5% (fast assignment); misaligned: about chance
 
 
 def verify(path: str | os.PathLike) -> list[str]:
@@ -24,10 +27,10 @@ def verify(path: str | os.PathLike) -> list[str]:
     problems = _check_files(root, manifest)
     if problems:
         return problems  # invariants are meaningless on damaged files
-    problems += _check_codec(root, manifest)
+    codec, problems = _check_codec(root, manifest)
     seen: dict[str, str] = {}
     for rec in manifest.segments:
-        problems += _check_segment(root, manifest, rec, seen)
+        problems += _check_segment(root, manifest, rec, seen, codec)
     return problems
 
 
@@ -38,7 +41,7 @@ def _check_files(root: Path, m: Manifest) -> list[str]:
         seg_dir = root / "segments" / s.id
         if not seg_dir.is_dir():
             problems.append(f"segment {s.id}: folder segments/{s.id} is missing")
-        for name in (*ARRAYS, "store"):
+        for name in required_files(m.config.full_vectors):
             if name not in s.files:
                 problems.append(f"segment {s.id}: the manifest lists no {name} file")
         records += [(f"segment {s.id}", name, r) for name, r in s.files.items()]
@@ -57,20 +60,20 @@ def _check_files(root: Path, m: Manifest) -> list[str]:
     return problems
 
 
-def _check_codec(root: Path, m: Manifest) -> list[str]:
+def _check_codec(root: Path, m: Manifest):
+    """(the codec or None, problems)."""
     from colxm.index.snapshot import load_codec
 
     try:
-        load_codec(root, m)
+        return load_codec(root, m), []
     except IndexFormatError as e:
-        return [f"codec: {e}"]
-    return []
+        return None, [f"codec: {e}"]
 
 
-def _check_segment(root: Path, m: Manifest, rec, seen: dict[str, str]) -> list[str]:
+def _check_segment(root: Path, m: Manifest, rec, seen: dict[str, str], codec) -> list[str]:
     where = f"segment {rec.id}"
     try:
-        seg = open_segment(root, rec, m.dim, m.nbits, m.num_centroids)
+        seg = open_segment(root, rec, m.dim, m.nbits, m.num_centroids, full_vectors=m.config.full_vectors)
     except (IndexFormatError, sqlite3.DatabaseError) as e:
         return [f"{where}: {e}"]
     problems = []
@@ -98,6 +101,8 @@ def _check_segment(root: Path, m: Manifest, rec, seen: dict[str, str]) -> list[s
                 ivf_off, ivf_docs = build_ivf(codes, doclens, m.num_centroids)
                 if not (np.array_equal(ivf_off, seg.ivf_offsets) and np.array_equal(ivf_docs, seg.ivf_docs)):
                     problems.append(f"{where}: inverted lists do not match the codes (IVF inconsistent)")
+                if seg.vectors is not None and codec is not None:
+                    problems += _check_vectors(codec, seg, codes, where)
         dead = int((~seg.live).sum())
         if dead != rec.num_deleted:
             problems.append(f"{where}: {dead} tombstoned rows, the manifest says {rec.num_deleted}")
@@ -109,6 +114,22 @@ def _check_segment(root: Path, m: Manifest, rec, seen: dict[str, str]) -> list[s
     finally:
         seg.close()
     return problems
+
+
+def _check_vectors(codec, seg, codes: np.ndarray, where: str) -> list[str]:
+    """Original vectors aligned with the codes: on a sample of tokens, the stored code is (almost
+    always) the vector's nearest centroid."""
+    t = len(codes)
+    if t == 0:
+        return []
+    pick = np.unique(np.random.default_rng(0).integers(0, t, size=min(t, _ALIGN_SAMPLE)))
+    runs = np.split(pick, np.flatnonzero(np.diff(pick) > 1) + 1)
+    vecs = np.concatenate([seg.vectors.rows(int(r[0]), int(r[-1]) + 1) for r in runs]).astype(np.float32)
+    share = float(np.mean(codec.assign(vecs) == codes[pick]))
+    if share < _ALIGN_MIN_SHARE:
+        return [f"{where}: original vectors do not match the codes (only {share:.0%} of {len(pick)} sampled "
+                "vectors lie nearest their stored centroid): vectors.npy is misaligned or altered"]
+    return []
 
 
 def _check_store(seg, where: str, seen: dict[str, str], seg_id: str) -> list[str]:

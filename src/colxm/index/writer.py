@@ -83,8 +83,8 @@ class Work:
         written = dead = 0
         try:
             for chunk in chunks:
-                codes, residuals, doclens = compress_chunk(self.codec, chunk, stats)
-                placed = out.append(codes, residuals, doclens, rows=chunk.rows)
+                codes, residuals, doclens, vectors = compress_chunk(self.codec, chunk, stats)
+                placed = out.append(codes, residuals, doclens, rows=chunk.rows, vectors=vectors)
                 for i, (rec, pno) in enumerate(chunk.rows):
                     seg_id, row = locate(placed, i)
                     if pno == 0:
@@ -192,11 +192,13 @@ class SegmentsOut:
         m = self.work.manifest
         self.seg_id = self.work._next_segment_id()
         (self.work.root / "tmp").mkdir(exist_ok=True)
-        self.writer = SegmentWriter(self.work.root / "tmp" / self.seg_id, m.dim, m.nbits, m.num_centroids)
+        self.writer = SegmentWriter(self.work.root / "tmp" / self.seg_id, m.dim, m.nbits, m.num_centroids,
+                                    full_vectors=m.config.full_vectors)
 
-    def append(self, codes, residuals, doclens, rows=None, raw_rows=None) -> list[tuple[int, str, int]]:
+    def append(self, codes, residuals, doclens, rows=None, raw_rows=None, vectors=None) -> list[tuple[int, str, int]]:
         """Append rows, splitting them across segments at the token limit. Returns where they
-        went: (index of the first row in this call, segment id, its row number there)."""
+        went: (index of the first row in this call, segment id, its row number there).
+        ``vectors`` (the tokens' original vectors) are kept when the index stores them."""
         doclens = np.asarray(doclens)
         ends = np.cumsum(doclens)
         placed, i, t = [], 0, 0
@@ -214,7 +216,8 @@ class SegmentsOut:
             placed.append((i, self.seg_id, self.writer.num_rows))
             self.writer.append(codes[t:t1], residuals[t:t1], doclens[i:j],
                                rows=None if rows is None else rows[i:j],
-                               raw_rows=None if raw_rows is None else raw_rows[i:j])
+                               raw_rows=None if raw_rows is None else raw_rows[i:j],
+                               vectors=None if vectors is None else vectors[t:t1])
             if self.writer.num_tokens >= self.limit:
                 self._finish()
             i, t = j, t1

@@ -7,6 +7,7 @@ import numpy as np
 
 from colxm.errors import IndexFormatError, InputError
 from colxm.index.codec import ResidualCodec
+from colxm.index.fullvec import FullVectors
 from colxm.index.ivf import LocalCodes, build_ivf, doc_codes_from_ivf
 from colxm.search.memory import release_free_heap
 
@@ -17,7 +18,8 @@ class SegmentData:
 
     ``codes`` may be any integer dtype (uint16 when there are at most 65,536 centroids keeps the
     index small) or a LocalCodes view (format-2 segments store local codes); ``ivf_docs`` likewise (uint16 when the segment has at most 65,536 documents).
-    ``live`` marks documents that are not deleted (None = all live).
+    ``live`` marks documents that are not deleted (None = all live). ``vectors`` reads the
+    original float16 token vectors of an index built with full_vectors (None = not stored).
     """
 
     codes: np.ndarray  # int [T]
@@ -31,6 +33,7 @@ class SegmentData:
     # or given (ivf.build_doc_codes); approximate scoring reads these instead of every token's code
     doc_code_offsets: np.ndarray | None = None  # int64 [N+1]
     doc_codes: np.ndarray | None = None  # int [nnz]
+    vectors: FullVectors | None = None  # float16 [T, dim] on disk, read by row ranges
 
     @property
     def num_docs(self) -> int:

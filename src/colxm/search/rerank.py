@@ -1,4 +1,5 @@
-"""Exact MaxSim on decompressed token vectors: score(q, d) = sum_i max_j <q_i, d_j>."""
+"""Exact MaxSim on decompressed token vectors, or on the original ones where the index stores
+them (full_vectors): score(q, d) = sum_i max_j <q_i, d_j>."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,27 +33,59 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
         part += np.take(codec.centroids, codes[a : a + _ADD_ROWS], axis=0, mode="clip",
                         out=scratch("centroids", part.shape))
     inv = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", D, D)), 1e-12)
-    sims = scratch("sims", (Q.shape[0], n))
-    torch.mm(torch.from_numpy(Q), torch.from_numpy(D).T, out=torch.from_numpy(sims))
+    sims = _query_sims(Q, D)
     sims *= inv.astype(np.float32)[None, :]
     return sims
 
 
+def full_token_sims(seg: SegmentData, docs: np.ndarray, lens: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """Similarities [rows of Q, ntok] between query rows and the original (float16) vectors of
+    ``docs`` (``lens`` tokens each, concatenated in order), read with positioned reads into this
+    thread's scratch buffers, documents adjacent on disk in one read: never memory-mapped, so
+    search RSS does not grow with the file. A view of scratch, valid until this thread's next call.
+
+    Not normalised: these are the vectors that were indexed (unit length from the encoder, to
+    float16's ~1e-3), and exact MaxSim is defined on them, also for embeddings given unnormalised.
+    """
+    n, dim = int(lens.sum()), Q.shape[1]
+    raw = scratch("full_vectors", (n, dim), np.float16)
+    starts = np.asarray(seg.doc_offsets[docs], dtype=np.int64)
+    breaks = np.flatnonzero(starts[1:] != starts[:-1] + lens[:-1]) + 1
+    pos = 0
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(docs)]):
+        m = int(lens[a:b].sum())
+        seg.vectors.read_into(int(starts[a]), raw[pos:pos + m])
+        pos += m
+    D = scratch("vectors", (n, dim))
+    np.copyto(D, raw)
+    return _query_sims(Q, D)
+
+
+def _query_sims(Q: np.ndarray, D: np.ndarray) -> np.ndarray:
+    sims = scratch("sims", (Q.shape[0], D.shape[0]))
+    torch.mm(torch.from_numpy(Q), torch.from_numpy(D).T, out=torch.from_numpy(sims))
+    return sims
+
+
 def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.ndarray,
-                q_bounds: np.ndarray) -> np.ndarray:
+                q_bounds: np.ndarray, full: bool = False) -> np.ndarray:
     """Exact scores of ``docs`` (local indexes, all non-empty) for the stacked query tokens
-    ``Q`` [sum Lq, dim]; query j owns rows q_bounds[j]:q_bounds[j+1]. Returns float32 [nq, len(docs)]."""
+    ``Q`` [sum Lq, dim]; query j owns rows q_bounds[j]:q_bounds[j+1]. Returns float32 [nq, len(docs)].
+    ``full``: on the segment's original vectors instead of the decompressed ones."""
     lens = np.asarray(seg.doc_offsets[docs + 1]) - np.asarray(seg.doc_offsets[docs])
     if lens.sum() > BLOCK_TOKENS and len(docs) > 1:
         cuts = np.searchsorted(np.cumsum(lens), np.arange(BLOCK_TOKENS, int(lens.sum()), BLOCK_TOKENS), "right")
         bounds = [b for b in np.unique(np.r_[0, cuts, len(docs)]) if 0 <= b <= len(docs)]
-        return np.concatenate([_maxsim_block(codec, seg, docs[a:b], Q, q_bounds)
+        return np.concatenate([_maxsim_block(codec, seg, docs[a:b], Q, q_bounds, full)
                                for a, b in zip(bounds[:-1], bounds[1:]) if b > a], axis=1)
-    return _maxsim_block(codec, seg, docs, Q, q_bounds)
+    return _maxsim_block(codec, seg, docs, Q, q_bounds, full)
 
 
-def _maxsim_block(codec, seg, docs, Q, q_bounds):
+def _maxsim_block(codec, seg, docs, Q, q_bounds, full):
     idx, seg_starts = token_ranges(seg.doc_offsets, docs)
-    sims = token_sims(codec, seg.token_codes(docs, idx, np.diff(seg_starts)), seg.residuals[idx], Q)
+    if full:
+        sims = full_token_sims(seg, docs, np.diff(seg_starts), Q)
+    else:
+        sims = token_sims(codec, seg.token_codes(docs, idx, np.diff(seg_starts)), seg.residuals[idx], Q)
     per_doc = segment_max(sims, seg_starts)  # [sum Lq, ndocs]
     return np.add.reduceat(per_doc, q_bounds[:-1], axis=0)

@@ -26,7 +26,7 @@ _EXHAUSTIVE_CELLS = 1 << 20  # query rows x tokens per similarity block in exhau
 
 @dataclass
 class SearchParams:
-    """Knobs of the approximate search (ignored when ``exhaustive``).
+    """Knobs of the approximate search (ignored when ``exhaustive``, except full_rerank = 0).
 
     ncells: centroids probed per query token for candidates; centroid_score_threshold: centroid
     scores below it are pruned from approximate scoring; ndocs: documents kept after approximate
@@ -39,6 +39,9 @@ class SearchParams:
     n > 0 finds each token's best centroids through a faiss inverted file over the centroids,
     probing n of its lists (approximate, much cheaper with tens of thousands of centroids; only
     with approx_cells > 0).
+    full_rerank: on an index that stores the original vectors (IndexConfig.full_vectors), the
+    best documents of the exact stage re-scored with those (at least k; None = full_count's
+    default; 0 = off); exhaustive mode then scores every document with them.
     """
 
     ncells: int = 2
@@ -48,6 +51,16 @@ class SearchParams:
     exhaustive: bool = False
     approx_cells: int = 16
     centroid_nprobe: int = 0
+    full_rerank: int | None = None
+
+    def full_count(self, k: int) -> int:
+        """Documents re-scored with the original vectors. Default max(4k, 64): at 2 bits the
+        quantisation error reorders close scores, but only locally, so the true top k lie
+        within the first few k of the compressed ranking; 64 documents cost about 1/8 of the
+        default compressed exact stage (nrerank=512), with no decompression."""
+        if self.full_rerank is None:
+            return max(4 * k, 64)
+        return max(k, self.full_rerank) if self.full_rerank else 0
 
     @classmethod
     def for_k(cls, k: int) -> "SearchParams":
@@ -60,8 +73,10 @@ class SearchParams:
 
     def validate(self) -> None:
         if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0 or self.centroid_nprobe < 0
-                or (self.nrerank is not None and self.nrerank < 1)):
-            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, centroid_nprobe >= 0), got {self}")
+                or (self.nrerank is not None and self.nrerank < 1)
+                or (self.full_rerank is not None and self.full_rerank < 0)):
+            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, centroid_nprobe, "
+                             f"full_rerank >= 0), got {self}")
 
 
 def _as_query_list(queries, dim: int) -> list[np.ndarray]:
@@ -148,6 +163,8 @@ class Searcher:
         self.segments = list(segments)
         self.threads = threads
         self.scorer = CentroidScorer(codec.centroids)
+        # the original vectors re-score only when every segment has them: scores must compare
+        self.full = bool(self.segments) and all(seg.vectors is not None for seg in self.segments)
         # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
         self.stage_seconds: dict[str, float] = defaultdict(float)
 
@@ -175,14 +192,18 @@ class Searcher:
         params = params or SearchParams.for_k(k)
         params.validate()
         masks = self._masks(allowed)
+        if params.full_rerank and self.segments and not self.full:
+            raise InputError("full_rerank needs an index that stores its original vectors: build it "
+                             "with IndexConfig(full_vectors=True)")
+        nfull = params.full_count(k) if self.full else 0
         if not Qs:
             return []
         if params.exhaustive:
-            return self._exhaustive(Qs, k, masks)
+            return self._exhaustive(Qs, k, masks, full=nfull > 0)
         threads = torch.get_num_threads()
         workers = self.threads or threads
         if workers <= 1 or len(Qs) == 1:
-            return [self._plaid_one(q, k, params, masks) for q in Qs]
+            return [self._plaid_one(q, k, params, masks, nfull) for q in Qs]
         # queries in parallel (numpy, torch and faiss release the GIL), one torch thread each; this
         # thread is one of the workers: each new thread grows a heap arena of its own (given back
         # when the batch ends)
@@ -196,7 +217,7 @@ class Searcher:
                     j = next(todo, None)
                 if j is None:
                     return
-                results[j] = self._plaid_one(Qs[j], k, params, masks)
+                results[j] = self._plaid_one(Qs[j], k, params, masks, nfull)
 
         torch.set_num_threads(1)
         try:
@@ -212,7 +233,9 @@ class Searcher:
         return results
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
-    def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks) -> list[Hit]:
+    def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks, nfull: int) -> list[Hit]:
+        """Top k of one query; the best ``nfull`` of the exact stage re-scored with the original
+        vectors when nfull > 0."""
         st = self.stage_seconds
         t0 = time.perf_counter()
         m = max(params.approx_cells, params.ncells)
@@ -277,21 +300,40 @@ class Searcher:
             st["approx"] += time.perf_counter() - t1
         hits: list[Hit] = []
         qb = np.array([0, Q.shape[0]], dtype=np.int64)
+        keep = max(k, nfull)
         for s, docs, _ in pool:
             if docs.size == 0:
                 continue
             t2 = time.perf_counter()
             exact = maxsim_docs(self.codec, self.segments[s], docs, Q, qb)[0]
-            top = np.argsort(-exact, kind="stable")[:k]
+            top = np.argsort(-exact, kind="stable")[:keep]
             hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
             st["exact"] += time.perf_counter() - t2
+        hits = heapq.nlargest(keep, hits, key=lambda h: h[2])
+        if nfull:
+            t3 = time.perf_counter()
+            hits = self._rescore_full(hits, Q, qb)
+            st["full"] += time.perf_counter() - t3
         return heapq.nlargest(k, hits, key=lambda h: h[2])
 
+    def _rescore_full(self, hits: list[Hit], Q: np.ndarray, qb: np.ndarray) -> list[Hit]:
+        """``hits`` with exact scores on the original vectors, in (segment, doc) order (so equal
+        scores keep the lower segment and document, as everywhere else)."""
+        by_seg: dict[int, list[int]] = defaultdict(list)
+        for s, d, _ in hits:
+            by_seg[s].append(d)
+        out: list[Hit] = []
+        for s in sorted(by_seg):
+            docs = np.array(sorted(by_seg[s]), dtype=np.int64)
+            scores = maxsim_docs(self.codec, self.segments[s], docs, Q, qb, full=True)[0]
+            out.extend((s, int(d), float(x)) for d, x in zip(docs, scores))
+        return out
+
     # ---- exhaustive ---------------------------------------------------------------------------
-    def _exhaustive(self, Qs: list[np.ndarray], k: int, masks) -> list[list[Hit]]:
-        """Exact MaxSim against every live document, one group of queries (<= 512 rows) at a time
-        over blocks of documents (<= 4 MB of similarities); each query keeps a running top k, so
-        memory does not grow with the index."""
+    def _exhaustive(self, Qs: list[np.ndarray], k: int, masks, full: bool) -> list[list[Hit]]:
+        """Exact MaxSim against every live document (on the original vectors when ``full``), one
+        group of queries (<= 512 rows) at a time over blocks of documents (<= 4 MB of
+        similarities); each query keeps a running top k, so memory does not grow with the index."""
         groups, rows = [[]], 0
         for j, q in enumerate(Qs):
             if groups[-1] and rows + q.shape[0] > _EXHAUSTIVE_ROWS:
@@ -319,7 +361,7 @@ class Searcher:
                 cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
                 for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
                     if b > a:
-                        top.add(maxsim_docs(self.codec, self.segments[s], docs[a:b], Q, qb), s, docs[a:b])
+                        top.add(maxsim_docs(self.codec, self.segments[s], docs[a:b], Q, qb, full), s, docs[a:b])
             for g, j in enumerate(group):
                 out[j] = top.hits(g)
         return out

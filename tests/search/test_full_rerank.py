@@ -1,0 +1,90 @@
+"""The full-precision tier: re-scoring with the stored original vectors makes PLAID and exhaustive
+search exact MaxSim over the vectors that were indexed, where 2-bit compression alone is not."""
+import os
+
+import numpy as np
+import pytest
+
+from colxm.index.index import Index
+from colxm.index.manifest import IndexConfig
+from colxm.search import SearchParams, Searcher
+from colxm.search.searcher import with_params
+
+from colxm_synth import clustered_docs, exact_topk, queries_from
+
+K = 10
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    docs, _ = clustered_docs(n_docs=3000, dim=32, n_topics=200, seed=0)
+    queries = queries_from(docs, n=50, qlen=8)
+    items = [{"id": str(i), "text": f"doc {i}"} for i in range(len(docs))]
+    cfg = IndexConfig(nbits=2, num_centroids=512, full_vectors=True)
+    idx = Index.build(tmp_path_factory.mktemp("full") / "idx", items[:2000], embeddings=docs[:2000], config=cfg)
+    idx.add(items[2000:], embeddings=docs[2000:])  # two segments: re-scoring merges across them
+    assert idx.stats()["segments"] == 2
+    truth = [[int(i) for i in exact_topk(q, docs, K)] for q in queries]
+    yield idx, docs, queries, truth
+    idx.close()
+
+
+def ids(hits):
+    return [int(h.id) for h in hits]
+
+
+def maxsim(q, d):
+    return float((q @ d.T).max(1).sum())
+
+
+def test_plaid_with_full_rerank_is_exact_where_compressed_is_not(setup):
+    idx, docs, queries, truth = setup
+    full = idx.search_embeddings(queries, k=K)  # default: full_rerank automatic
+    compressed = idx.search_embeddings(queries, k=K, params=with_params(SearchParams.for_k(K), full_rerank=0))
+    same_full = sum(ids(h) == t for h, t in zip(full, truth))
+    same_compressed = sum(ids(h) == t for h, t in zip(compressed, truth))
+    overlap = lambda res: np.mean([len(set(ids(h)) & set(t)) / K for h, t in zip(res, truth)])  # noqa: E731
+    # the tier matters: compression alone reorders close scores in every query here
+    assert same_compressed <= 10 and overlap(compressed) <= 0.95
+    assert same_full >= 48 and overlap(full) >= 0.99
+    for q, hits in zip(queries, full):  # the scores are exact MaxSim (to float16 rounding)
+        np.testing.assert_allclose([h.score for h in hits], [maxsim(q, docs[int(h.id)]) for h in hits], atol=2e-3)
+
+
+def test_exhaustive_with_full_vectors_is_bruteforce(setup):
+    idx, docs, queries, truth = setup
+    res = idx.search_embeddings(queries, k=K, params=SearchParams(exhaustive=True))
+    half = [d.astype(np.float16).astype(np.float32) for d in docs]
+    for q, hits, t in zip(queries, res, truth):
+        assert ids(hits) == t
+        scores = [h.score for h in hits]
+        np.testing.assert_allclose(scores, [maxsim(q, half[i]) for i in t], rtol=1e-5)  # what is stored
+        np.testing.assert_allclose(scores, [maxsim(q, docs[i]) for i in t], atol=2e-3)  # what was given
+    # full_rerank=0 is the compressed exhaustive mode: a different ranking
+    off = idx.search_embeddings(queries, k=K, params=SearchParams(exhaustive=True, full_rerank=0))
+    assert sum(ids(h) == t for h, t in zip(off, truth)) <= 10
+
+
+def test_threads_and_block_sizes_give_the_same_results(setup, monkeypatch):
+    from colxm.search import rerank
+
+    idx, docs, queries, truth = setup
+    s = idx._snap.searcher
+    one = [Searcher(s.codec, s.segments, threads=1).search(q, k=K)[0] for q in queries[:12]]
+    many = Searcher(s.codec, s.segments, threads=3).search(queries[:12], k=K)
+    monkeypatch.setattr(rerank, "BLOCK_TOKENS", 40)  # many small positioned reads
+    small = Searcher(s.codec, s.segments, threads=2).search(queries[:12], k=K)
+    for a, b, c in zip(one, many, small):
+        assert [h[:2] for h in a] == [h[:2] for h in b] == [h[:2] for h in c]
+        np.testing.assert_allclose([h[2] for h in a], [h[2] for h in c], rtol=1e-6)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc")
+def test_search_reads_the_vectors_without_mapping_them(setup):
+    """Mapped pages would count in the search's RSS: vectors.npy is read, never memory-mapped."""
+    idx, docs, queries, truth = setup
+    idx.search_embeddings(queries[:5], k=K)
+    idx.search_embeddings(queries[:5], k=K, params=SearchParams(exhaustive=True))
+    maps = open("/proc/self/maps").read()
+    assert "residuals.npy" in maps  # the check sees the segment files that are mapped
+    assert "vectors.npy" not in maps
