@@ -132,6 +132,19 @@ def test_updates_and_maintenance(index, model, tmp_path):
     assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in res.stderr
 
 
+def test_index_with_full_vectors_scores_exact_maxsim(model, tmp_path):
+    path = tmp_path / "full"
+    res = run("index", str(SAMPLE / "corpus.jsonl"), "--index", str(path), "--model", model, "--full-vectors")
+    assert res.exit_code == 0, res.output
+    stats = json.loads(run("stats", str(path)).stdout)
+    assert stats["full_vectors"] is True and stats["full_vectors_bytes"] > 0
+    res = run("search", str(path), "Wo fließt der Rhein?", "-k", "3", "--json", "--explain", "--lang", "de")
+    assert res.exit_code == 0, res.output
+    for r in json.loads(res.stdout)["results"]:
+        # scored on the stored originals: the uncompressed MaxSim of --explain, to float16 rounding
+        assert r["explain"]["exact_score"] == pytest.approx(r["score"], rel=1e-3)
+
+
 def test_bad_input(index, model, tmp_path):
     fails(run("index", str(tmp_path / "missing.jsonl"), "--index", str(tmp_path / "i1"), "--model", model),
           "no such file")
