@@ -1,4 +1,5 @@
-"""PLAID candidate generation: centroid probing, centroid pruning and approximate MaxSim.
+"""PLAID candidate generation: centroid scores, centroid probing, centroid pruning and
+approximate MaxSim.
 
 Approximate score of a document = sum over query tokens of the best centroid score among the
 document's token codes (each token stands in for its centroid); centroids whose best score over the
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from colxm.search.data import SegmentData, token_ranges
+from colxm.search.memory import release_free_heap, scratch
 from colxm.search.rerank import segment_max
 
 NEG = np.float32(-1e4)
@@ -101,3 +103,64 @@ def approx_scores_lists(seg: SegmentData, docs: np.ndarray, vals: np.ndarray, ce
     out = torch.from_numpy(np.repeat(np.asarray(fallback, np.float32)[:, None], docs.size, axis=1))
     out.view(-1).scatter_reduce_(0, torch.from_numpy(key), torch.from_numpy(ev), reduce="amax")
     return out.sum(0).numpy()
+
+
+class CentroidScorer:
+    """Scores query tokens against the codec's centroids: all of them (one matmul), or each token's
+    best ones through a faiss inverted file over the centroids (built on first use, seeded)."""
+
+    def __init__(self, centroids: np.ndarray):
+        self.centroids = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+        self._ivf = None
+        self._lock = threading.Lock()
+
+    def all(self, Q: np.ndarray) -> np.ndarray:
+        """[Lq, K] scores: a view of this thread's scratch buffer, valid until its next call."""
+        out = scratch("centroid_scores", (Q.shape[0], self.centroids.shape[0]))
+        torch.mm(torch.from_numpy(Q), self.centroids.T, out=torch.from_numpy(out))
+        return out
+
+    def best(self, Q: np.ndarray, m: int, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(values, ids) [Lq, m] of each token's m best centroids, best first, plus the full score
+        matrix when it was computed (nprobe == 0). Ids are -1 (values -1e4) where fewer were found."""
+        K = self.centroids.shape[0]
+        if nprobe <= 0 or K <= 1024:
+            scores = self.all(Q)
+            top = torch.topk(torch.from_numpy(scores), min(m, K), dim=1)
+            vals, ids = top.values.numpy(), top.indices.numpy()
+            if m > K:
+                pad = ((0, 0), (0, m - K))
+                vals, ids = np.pad(vals, pad, constant_values=NEG), np.pad(ids, pad, constant_values=-1)
+            return vals, ids, scores
+        D, ids = self._index(nprobe).search(Q, m)
+        D[ids < 0] = NEG
+        return D.astype(np.float32, copy=False), ids, None
+
+    def max_over_query(self, Q: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Best score over the query's tokens of each centroid in ``cells`` (PLAID's pruning test)."""
+        return (torch.from_numpy(Q) @ self.centroids[torch.from_numpy(cells)].T).amax(0).numpy()
+
+    def _index(self, nprobe: int):
+        with self._lock:
+            if self._ivf is None:
+                import faiss
+
+                c = self.centroids.numpy()
+                nlist = max(16, c.shape[0] // 64)
+                quantizer = faiss.IndexFlatIP(c.shape[1])
+                ivf = faiss.IndexIVFFlat(quantizer, c.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+                ivf.cp.seed = 0
+                ivf.cp.niter = 10
+                ivf.train(c)
+                # each list's exact size reserved first: adding vector by vector grows them by
+                # doubling (~1.4x the centroids' bytes)
+                lists = faiss.downcast_InvertedLists(ivf.invlists)
+                sizes = np.bincount(ivf.quantizer.search(c, 1)[1][:, 0], minlength=nlist)
+                for i, n in enumerate(sizes.tolist()):
+                    lists.resize(i, n)
+                    lists.resize(i, 0)
+                ivf.add(c)
+                self._ivf = ivf
+                release_free_heap()  # k-means buffers freed below the lists faiss keeps
+            self._ivf.nprobe = nprobe  # the same value for every caller of one search
+            return self._ivf
