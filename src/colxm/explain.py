@@ -10,7 +10,8 @@ EXPANSION_TOKENS = ("[MASK]", "<mask>", "[PAD]", "<pad>")
 
 def explain_hit(encoder, query: str, lang: str | None, hit) -> dict:
     """MaxSim alignment of one hit's best passage: for each query token, the document token it
-    matched and their similarity (exact, uncompressed vectors; the hit's score is compressed)."""
+    matched and their similarity (exact, uncompressed vectors; the hit's score is compressed
+    unless the index stores full vectors)."""
     q = encoder.encode_queries([query], languages=lang, show_progress=False)[0]
     q_tokens = encoder.query_tokens([query], languages=lang)[0]
     doc_lang = hit.language if (hit.language and encoder.languages) else None
