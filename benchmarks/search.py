@@ -11,7 +11,9 @@ Vectors: benchmarks/search_encode.py (colxm's Encoder with the trained default m
 to every engine as they are (session 1 centred its random-projection e5 vectors; the trained model's
 vectors need no such fix). colxm's index is built through its public API, ``Index.build(...,
 embeddings=...)``, exactly the path a user's build takes once the text is encoded; its text store
-(docs.sqlite, ids only here) is not counted, as the peers store no text either.
+(docs.sqlite, ids only here) is not counted, as the peers store no text either. Engine
+``colxm-full`` is the same build with ``IndexConfig(full_vectors=True)``: the float16 originals are
+stored too (counted in its bytes per vector) and re-score each search's best documents.
 
   flock /tmp/colxm-cpu.lock .venv/bin/python benchmarks/search.py --emb /tmp/colxm-bench/emb-trained
 Phases run as subprocesses so that each engine's search RSS is its own; every engine's index and
@@ -120,7 +122,7 @@ def colxm_build(args):
     np.cumsum(L, out=off[1:])
     if os.path.exists(args.index):
         shutil.rmtree(args.index)
-    config = IndexConfig(nbits=args.nbits, num_centroids=args.centroids or None)
+    config = IndexConfig(nbits=args.nbits, num_centroids=args.centroids or None, full_vectors=args.full_vectors)
     t0 = time.perf_counter()
     idx = Index.build(args.index, [(str(i), "") for i in range(len(L))],
                       embeddings=(E[off[i]:off[i + 1]] for i in range(len(L))), config=config, show_progress=False)
@@ -224,6 +226,13 @@ SETTINGS = {
               dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
               dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048),
               dict(exhaustive=True)],
+    # the same index plus its float16 originals (IndexConfig.full_vectors): each setting's best
+    # documents re-scored with them (full_rerank's default, max(4k, 64)); no exhaustive row: with
+    # the originals it is exact MaxSim over the uncompressed vectors, i.e. the truth itself
+    "colxm-full": [dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64, centroid_nprobe=16),
+                   dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256),
+                   dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
+                   dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048)],
     # colbert-ai's own defaults for k=10, k<=100 and k>100
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
                 dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
@@ -234,14 +243,18 @@ SETTINGS = {
 }
 
 
+OURS = ("colxm", "colxm-full")
+
+
 def engine_cmds(engine, args, phase, index, settings=None):
     me = os.path.abspath(__file__)
     common = ["--data", args.data, "--index", index, "--nbits", str(args.nbits), "--threads", str(args.threads),
               "--queries", str(args.queries)]
     extra = ["--settings", json.dumps(settings)] if settings is not None else []
-    if engine == "colxm":
+    if engine in OURS:
+        full = ["--full-vectors"] if engine == "colxm-full" else []
         return [sys.executable, me, f"colxm-{phase}", *common, "--centroids", str(args.centroids or 0),
-                *extra], None
+                *full, *extra], None
     peers = os.path.join(HERE, "search_peers.py")
     if engine == "colbert":
         return [COLBERT_PY, peers, "colbert", phase, *common, *extra], None
@@ -274,7 +287,7 @@ def bench_engine(engine, args, info, exact):
         cmd, env = engine_cmds(engine, args, "build", index)
         build = run_json(cmd, env, res_path + ".build.log")
     size = dir_size(index)
-    settings = json.loads(args.settings) if (args.settings and engine == "colxm") else SETTINGS[engine]
+    settings = json.loads(args.settings) if (args.settings and engine in OURS) else SETTINGS[engine]
     cmd, env = engine_cmds(engine, args, "search", index, settings)
     search = run_json(cmd, env, res_path + ".search.log")
     own_exact = None
@@ -314,12 +327,14 @@ def rss_per_setting(engine, args, index, settings, res_path):
     return rows
 
 
-def dominance(results):
-    """For each peer setting: colxm's fastest p50 reaching at least the peer's overlap, and the ratio."""
-    ours = [r for r in results["colxm"]["curve"] if not r["setting"].get("exhaustive")]
+def dominance(results, ours_engines=("colxm",)):
+    """For each peer setting: our fastest p50 (over ``ours_engines``' curves) reaching at least the
+    peer's overlap, and the ratio."""
+    ours = [r for e in ours_engines if e in results for r in results[e]["curve"]
+            if not r["setting"].get("exhaustive")]
     rows = []
     for eng, res in results.items():
-        if eng == "colxm":
+        if eng in OURS:
             continue
         for r in res["curve"]:
             ok = [o["p50_ms"] for o in ours if o["overlap@10"] >= r["overlap@10"]]
@@ -340,6 +355,8 @@ def main():
     ap.add_argument("--engines", default="colxm,colbert,fastplaid")
     ap.add_argument("--rerun", default="", help="engines to rebuild even when cached")
     ap.add_argument("--nbits", type=int, default=2)
+    ap.add_argument("--full-vectors", action="store_true",
+                    help="colxm-build: also store the float16 originals (engine colxm-full passes it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--centroids", type=int, default=0)
     ap.add_argument("--settings", default=None)
@@ -378,6 +395,8 @@ def main():
         summary["dominance"] = dominance(results)
         for d in summary["dominance"]:
             log("  ", d)
+        if "colxm-full" in results:
+            summary["dominance_with_full_vectors"] = dominance(results, OURS)
         if "colbert" in results:
             summary["build_speedup_vs_colbert"] = results["colbert"]["build_s"] / results["colxm"]["build_s"]
     print(json.dumps(summary))
