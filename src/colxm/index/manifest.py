@@ -31,9 +31,9 @@ class IndexConfig:
 
     nbits: int = 2
     num_centroids: int | None = None  # None: ColBERTv2 rule on the (estimated) number of vectors
-    # k-means trains on a uniform random sample of whole passages drawn over the entire stream,
-    # of up to 32 vectors per centroid and never more than this many (float16 while streaming:
-    # 2 bytes x dim each, e.g. 256 MB at dim 128)
+    # k-means trains on a uniform random sample of tokens drawn over the entire stream, of up to
+    # 32 vectors per centroid and never more than this many (float16 while streaming, up to 1.5x
+    # this many held between prunes: 2 bytes x dim each, e.g. 384 MB at dim 128)
     kmeans_sample_vectors: int = 1 << 20
     chunk_documents: int = 2048  # documents encoded and compressed per chunk while building
     encode_batch_size: int = 32

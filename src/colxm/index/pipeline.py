@@ -2,7 +2,7 @@
 records → passages → vectors (encoder or given embeddings) → codec → segment, in chunks.
 
 Memory is bounded by one chunk of documents plus the k-means sample (a uniform random sample of
-passages over the whole stream, see ``sampling``); a build longer than that is parked on disk
+tokens over the whole stream, see ``sampling``); a build longer than that is parked on disk
 while the codec is trained (``spill``).
 """
 from __future__ import annotations
@@ -180,21 +180,17 @@ def fit_figures(d: dict | None) -> dict:
     }
 
 
-def train_codec_on(sample: np.ndarray, nbits: int, num_centroids: int, seed: int):
-    """Train the codec (B's k-means + quantile buckets) on all but the last 5% of the sample
-    (at most 16k vectors; none for tiny samples). The held-out vectors give the drift baseline:
-    the trained range (99th percentile of |residual|) and the fit figures of vectors the codec
-    has not seen, which is what later additions are compared with."""
+def train_codec_on(sample: np.ndarray, held_out: np.ndarray, nbits: int, num_centroids: int, seed: int):
+    """Train the codec (k-means + quantile buckets) on ``sample``. ``held_out`` gives the drift
+    baseline: the trained range (99th percentile of |residual|) and the fit figures of vectors the
+    codec has not seen, which is what later additions are compared with. It must be whole rows
+    none of whose tokens are in ``sample`` (``sampling.CodecSample``): tokens of sampled rows
+    would be near-copies of training vectors and look too good. Empty (a tiny stream): the
+    baseline is measured on up to 16k training vectors."""
     from colxm.index.codec import train_codec
 
-    # Held out: the tail of the sample, i.e. whole documents. Tokens picked at random would
-    # share documents (and near-identical vectors) with the training set and look too good.
-    n_held = min(len(sample) // 20, 16384) if len(sample) >= 400 else 0
-    if n_held:
-        held, train = sample[-n_held:], sample[:-n_held]
-    else:
-        held, train = sample[:16384], sample
-    codec = train_codec(train, nbits=nbits, num_centroids=min(num_centroids, len(train)), seed=seed)
+    codec = train_codec(sample, nbits=nbits, num_centroids=min(num_centroids, len(sample)), seed=seed)
+    held = held_out if len(held_out) else sample[:16384]
     codes, residuals = codec.compress(held)
     threshold = float(np.quantile(np.abs(held - codec.centroids[codes]), 0.99))
     baseline = FitStats(threshold, seed)

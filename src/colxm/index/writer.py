@@ -279,16 +279,16 @@ _BUFFER_VECTORS = 1 << 18  # a stream longer than this is parked on disk until t
 
 @contextlib.contextmanager
 def trained_stream(chunks: Iterator[Chunk], config: IndexConfig, root: Path):
-    """Read the whole chunk stream once, drawing a uniform random sample of its rows
-    (``sampling.RowReservoir``), train the codec on it, and yield ``(codec, threshold, baseline,
-    chunks)`` with the same chunks to compress. Short streams stay in memory; longer ones are
-    parked in ``root/tmp`` (``spill.ChunkSpill``) and removed on exit. The number of centroids
+    """Read the whole chunk stream once, drawing a uniform random sample of its tokens and a few
+    held-out rows (``sampling.CodecSample``), train the codec on it, and yield ``(codec,
+    threshold, baseline, chunks)`` with the same chunks to compress. Short streams stay in
+    memory; longer ones are parked in ``root/tmp`` (``spill.ChunkSpill``) and removed on exit. The number of centroids
     follows the stream's exact length (ColBERTv2's rule) unless the config fixes it."""
     from colxm.index.kmeans import KMeansConfig
-    from colxm.index.sampling import RowReservoir
+    from colxm.index.sampling import CodecSample
     from colxm.index.spill import ChunkSpill
 
-    reservoir = RowReservoir(config.kmeans_sample_vectors, config.seed)
+    sampler = CodecSample(config.kmeans_sample_vectors, config.seed)
     held: list[Chunk] = []
     held_vectors = total = 0
     dim = 0
@@ -298,7 +298,7 @@ def trained_stream(chunks: Iterator[Chunk], config: IndexConfig, root: Path):
             if not ch.rows:
                 continue
             dim = ch.vecs[0].shape[1]
-            reservoir.offer(ch.vecs)
+            sampler.offer(ch.vecs)
             total += ch.num_tokens
             if spill is None and held_vectors + ch.num_tokens <= min(_BUFFER_VECTORS, config.kmeans_sample_vectors):
                 held.append(ch)
@@ -313,14 +313,14 @@ def trained_stream(chunks: Iterator[Chunk], config: IndexConfig, root: Path):
         if total == 0:
             raise InputError("no document has text to index (all empty?)")
         k = config.num_centroids or centroids_for(total)
-        # k-means uses at most max_points_per_centroid points per centroid; the rest of the
-        # sample is held out for the bucket cutoffs and the drift baseline
+        # k-means uses at most max_points_per_centroid points per centroid; train_codec holds
+        # 5% of the sample out for the bucket cutoffs, and /0.9 leaves 5% to spare
         wanted = max(1 << 16, int(KMeansConfig.max_points_per_centroid * k / 0.9) + 1)
-        sample = reservoir.sample(min(config.kmeans_sample_vectors, wanted))
-        del reservoir
+        sample, held_out = sampler.split(min(config.kmeans_sample_vectors, wanted))
+        del sampler
         k = max(1, min(k, len(sample)))
-        codec, threshold, baseline = train_codec_on(sample, config.nbits, k, config.seed)
-        del sample
+        codec, threshold, baseline = train_codec_on(sample, held_out, config.nbits, k, config.seed)
+        del sample, held_out
         yield codec, threshold, baseline, (spill.replay(dim) if spill is not None else iter(held))
     finally:
         if spill is not None:
