@@ -232,14 +232,19 @@ SETTINGS = {
     "colxm-full": [dict(ncells=2, centroid_score_threshold=0.4, ndocs=256, nrerank=64, centroid_nprobe=16),
                    dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256),
                    dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
-                   dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048)],
-    # colbert-ai's own defaults for k=10, k<=100 and k>100
+                   dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048),
+                   dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, full_rerank=256),
+                   dict(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)],
+    # colbert-ai's own defaults for k=10, k<=100 and k>100, then one wider so that its curve
+    # reaches its ceiling
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),
                 dict(ncells=2, centroid_score_threshold=0.45, ndocs=1024),
-                dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096)],
+                dict(ncells=4, centroid_score_threshold=0.4, ndocs=4096),
+                dict(ncells=8, centroid_score_threshold=0.3, ndocs=8192)],
     "fastplaid": [dict(n_ivf_probe=2, n_full_scores=256),
                   dict(n_ivf_probe=4, n_full_scores=1024),
-                  dict(n_ivf_probe=8, n_full_scores=4096)],
+                  dict(n_ivf_probe=8, n_full_scores=4096),
+                  dict(n_ivf_probe=16, n_full_scores=8192)],
 }
 
 
