@@ -88,3 +88,26 @@ def test_search_reads_the_vectors_without_mapping_them(setup):
     maps = open("/proc/self/maps").read()
     assert "residuals.npy" in maps  # the check sees the segment files that are mapped
     assert "vectors.npy" not in maps
+
+
+
+def test_full_vector_indexes_get_their_own_defaults(setup, monkeypatch):
+    """Without params, a full-vector index searches with for_k(k, full=True): wider candidates and
+    a float16 stage of at least k documents, so its top 100 is exact too."""
+    idx, docs, queries, truth = setup
+    seen = []
+    real = Searcher._plaid_one
+
+    def spy(self, Q, k, params, masks, nfull):
+        seen.append((params, nfull))
+        return real(self, Q, k, params, masks, nfull)
+
+    monkeypatch.setattr(Searcher, "_plaid_one", spy)
+    for k in (10, 100):
+        seen.clear()
+        res = idx.search_embeddings(queries[:20], k=k)
+        want = SearchParams.for_k(k, full=True)
+        assert want != SearchParams.for_k(k) and len(seen) == 20
+        assert all(p == want and n >= k for p, n in seen)
+        top = [set(int(i) for i in exact_topk(q, docs, k)) for q in queries[:20]]
+        assert np.mean([len(set(ids(h)) & t) / k for h, t in zip(res, top)]) >= 0.99

@@ -64,8 +64,17 @@ class SearchParams:
         return max(k, self.full_rerank) if self.full_rerank else 0
 
     @classmethod
-    def for_k(cls, k: int) -> "SearchParams":
-        """Defaults measured with benchmarks/search.py (see benchmarks/README.md, "Search")."""
+    def for_k(cls, k: int, full: bool = False) -> "SearchParams":
+        """Defaults measured with benchmarks/search.py (see benchmarks/README.md, "Search").
+
+        ``full``: for an index that stores its original vectors (IndexConfig.full_vectors). Its
+        float16 stage makes the top k exact, so what limits quality is whether the true top k
+        reach it at all: wider candidate generation (benchmarks/search_defaults.py)."""
+        if full:
+            if k <= 10:
+                return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)
+            return cls(ncells=32, centroid_score_threshold=0.2, ndocs=max(16384, 32 * k),
+                       nrerank=max(4096, 8 * k), full_rerank=max(512, 5 * k))
         if k <= 10:
             return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512)
         if k <= 100:
@@ -129,7 +138,7 @@ class Searcher:
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         Qs = _as_query_list(queries, self.codec.dim)
-        params = params or SearchParams.for_k(k)
+        params = params or SearchParams.for_k(k, full=self.full)
         params.validate()
         masks = self._masks(allowed)
         if params.full_rerank and self.segments and not self.full:
