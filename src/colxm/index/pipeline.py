@@ -124,8 +124,8 @@ def _make_chunk(buf, encode, summary) -> Chunk:
 
 class FitStats:
     """How well a codec fits a stream of vectors: share of residual components beyond the
-    trained range (the 99th percentile of |residual| on the training sample) and mean
-    reconstruction error (1 - cosine), both on a subsample of every chunk."""
+    trained range (the 99th percentile of |residual| on the held-out rows, see train_codec_on)
+    and mean reconstruction error (1 - cosine), both on a subsample of every chunk."""
 
     def __init__(self, threshold: float, seed: int = 0):
         self.threshold = threshold
