@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from search_peers import current_rss_mb, rss_mb  # one copy: that script runs in the peers' venvs
+from search_peers import current_rss_mb, rss_mb, timed_queries  # one copy: that script runs in the peers' venvs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEERS = "/tmp/peers"
@@ -162,7 +162,8 @@ def colxm_search(args):
         p = SearchParams(**setting)
         # exhaustive: single-query latency on the first 10 queries only (it is the slow reference)
         r = timed_queries(lambda q: ids_of(s.search(q, k=10, params=p)[0]),
-                          lambda Qb: s.search(Qb, k=10, params=p), Q, single=10 if p.exhaustive else None)
+                          lambda Qb: s.search(Qb, k=10, params=p), Q, single=10 if p.exhaustive else None,
+                          keep_batch=True)
         if p.exhaustive:  # every query's ids, from the timed batched run
             r["ids"] = [ids_of(hits) for hits in r.pop("batch_result")]
         r.pop("batch_result", None)
@@ -186,21 +187,6 @@ def rss_breakdown_mb(index):
             elif head[0] == "Rss:":
                 out[kind] += int(head[1]) / 1024
     return out
-
-
-def timed_queries(search_one, search_batch, Q, single=None):
-    search_one(Q[0])
-    lat, ids = [], []
-    for q in Q[:single]:
-        t0 = time.perf_counter()
-        ids.append([int(x) for x in search_one(q)])
-        lat.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    batch = search_batch(Q)
-    a = np.array(lat) * 1000
-    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "batched_ms_per_query": (time.perf_counter() - t0) * 1000 / len(Q), "ids": ids,
-            "batch_result": batch}
 
 
 # ---- orchestration --------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import time
 
 import numpy as np
 
-from search import log, timed_queries
+from search import log
+from search_peers import timed_queries
 
 # per k: PLAID widths around session 5's colxm-full sweep (overlap@10 0.982 at ncells 16, 0.997 at
 # ncells 32), with and without a narrower compressed exact stage, and full_rerank >= 2.5k
@@ -96,7 +97,6 @@ def main():
             p = SearchParams(**setting)
             r = timed_queries(lambda q: ids_of(s.search(q, k=k, params=p)[0]),
                               lambda Qb: s.search(Qb, k=k, params=p), Q)
-            r.pop("batch_result")
             row = {"k": k, "setting": setting, "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
                    "batched_ms_per_query": r["batched_ms_per_query"], f"overlap@k": overlap(r["ids"], truth, k)}
             rows.append(row)
@@ -105,7 +105,6 @@ def main():
         # the defaults for_k(k, full=True) picks now, measured the same way
         p = SearchParams.for_k(k, full=True)
         r = timed_queries(lambda q: ids_of(s.search(q, k=k)[0]), lambda Qb: s.search(Qb, k=k), Q)
-        r.pop("batch_result")
         rows.append({"k": k, "setting": "for_k default", "params": vars(p), "p50_ms": r["p50_ms"],
                      "p95_ms": r["p95_ms"], "batched_ms_per_query": r["batched_ms_per_query"],
                      "overlap@k": overlap(r["ids"], truth, k)})

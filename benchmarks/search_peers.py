@@ -47,19 +47,25 @@ def load(data, queries_only=False, n_queries=None):
     return np.load(os.path.join(data, "docs.npy")), np.load(os.path.join(data, "doclens.npy")), Q
 
 
-def timed_queries(search_one, search_batch, Q):
+def timed_queries(search_one, search_batch, Q, single=None, keep_batch=False):
+    """Single-query latencies (p50/p95 over the first ``single`` queries, all by default; ids of
+    each) after one warm-up query, then ms per query of one batched call (its result kept under
+    "batch_result" when ``keep_batch``). One copy for every engine: search.py imports it."""
     search_one(Q[0])  # warm-up
     lat, ids = [], []
-    for q in Q:
+    for q in Q[:single]:
         t0 = time.perf_counter()
         ids.append([int(x) for x in search_one(q)])
         lat.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
-    search_batch(Q)
+    batch = search_batch(Q)
     batched = (time.perf_counter() - t0) / len(Q)
     a = np.array(lat) * 1000
-    return {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
-            "batched_ms_per_query": batched * 1000, "ids": ids}
+    out = {"p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95)),
+           "batched_ms_per_query": batched * 1000, "ids": ids}
+    if keep_batch:
+        out["batch_result"] = batch
+    return out
 
 
 # ---- colbert-ai ---------------------------------------------------------------------------------
