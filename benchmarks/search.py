@@ -132,6 +132,19 @@ def colxm_build(args):
                       "peak_rss_mb": rss_mb()}))
 
 
+def hit_ids(snap):
+    """Hits (segment, row, score) -> collection positions (the ids every engine is given).
+    Filled row by row: a dict of every id would add ~8 MB of the harness's own to the search's
+    peak RSS."""
+    pos = []
+    for seg in snap.segments:
+        p = np.empty(seg.record.num_rows, dtype=np.int64)
+        for r, doc_id in seg.store.id_rows():
+            p[r] = int(doc_id)
+        pos.append(p)
+    return lambda hits: [int(pos[g][r]) for g, r, _ in hits]
+
+
 def colxm_search(args):
     import torch
     # 2 threads of CPU: batches run 2 queries at a time, each with one torch thread; a single query
@@ -145,17 +158,7 @@ def colxm_search(args):
     snap = Index.open(args.index)._snap
     s = snap.searcher  # the engine under Index.search, without the text-store join (peers return ids)
     s.threads = args.threads
-    # (segment, row) -> collection position: rows skip documents without vectors (filled row by
-    # row: a dict of every id would add ~8 MB of the harness's own to the search's peak RSS)
-    pos = []
-    for seg in snap.segments:
-        p = np.empty(seg.record.num_rows, dtype=np.int64)
-        for r, doc_id in seg.store.id_rows():
-            p[r] = int(doc_id)
-        pos.append(p)
-
-    def ids_of(hits):
-        return [int(pos[g][r]) for g, r, _ in hits]
+    ids_of = hit_ids(snap)
 
     out = []
     for setting in json.loads(args.settings):

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from search import log
+from search import hit_ids, log
 from search_peers import timed_queries
 
 # per k: PLAID widths around session 5's colxm-full sweep (overlap@10 0.982 at ncells 16, 0.997 at
@@ -66,16 +66,7 @@ def main():
     s.threads = args.threads
     if not s.full:
         raise SystemExit(f"{args.index} stores no original vectors: build it with --full-vectors")
-    # (segment, row) -> collection position, as search.py maps colxm's hits to the peers' ids
-    pos = []
-    for seg in snap.segments:
-        p = np.empty(seg.record.num_rows, dtype=np.int64)
-        for r, doc_id in seg.store.id_rows():
-            p[r] = int(doc_id)
-        pos.append(p)
-
-    def ids_of(hits):
-        return [int(pos[g][r]) for g, r, _ in hits]
+    ids_of = hit_ids(snap)
 
     kmax = max(ks)
     truth_path = args.truth or os.path.join(args.index + f".exhaustive_top{kmax}.npy")
