@@ -75,7 +75,7 @@ def main():
         ppc = int(parts[0])
         niter = int(parts[1]) if len(parts) > 1 else KMeansConfig.niter
         assign = parts[2] if len(parts) > 2 else "auto"
-        n = min(pool.size, int(ppc * K / 0.95) + 1)  # train_codec holds 5% out for the buckets
+        n = min(pool.size, int(ppc * K / 0.95))  # train_codec holds 5% out for the buckets
         sample = np.asarray(docs[np.sort(pool[order[:n]])], dtype=np.float32)
         t0 = time.perf_counter()
         codec = train_codec(sample, nbits=args.nbits, num_centroids=K, seed=args.seed,

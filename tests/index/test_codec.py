@@ -129,3 +129,27 @@ def test_fast_assignment_nearly_always_exact():
     best = (x * cent[exact]).sum(1)
     got = (x * cent[fast]).sum(1)
     assert np.all(got <= best + 1e-6) and (best - got).mean() < 0.01
+
+
+def test_held_rows_move_to_the_front_in_place():
+    from colxm.index.codec import _held_rows_to_front
+
+    rng = np.random.default_rng(3)
+    x = np.arange(200, dtype=np.float32).repeat(4).reshape(200, 4)
+    for held in (np.array([0, 1, 2]), np.array([5, 50, 199]), np.sort(rng.choice(200, 30, replace=False))):
+        y = x.copy()
+        _held_rows_to_front(y, held)
+        assert set(y[: held.size, 0].astype(int)) == set(held.tolist())  # the held rows, in front
+        assert sorted(y[:, 0].astype(int)) == list(range(200))  # a permutation: nothing lost
+        assert (y == y[:, :1]).all()  # rows moved whole
+
+
+def test_train_codec_leaves_the_callers_sample_alone_unless_told():
+    x = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+    before = x.copy()
+    a = train_codec(x, nbits=2, num_centroids=16, seed=0)
+    np.testing.assert_array_equal(x, before)
+    b = train_codec(x, nbits=2, num_centroids=16, seed=0, reorder_sample=True)
+    assert not np.array_equal(x, before) and sorted(map(tuple, x)) == sorted(map(tuple, before))
+    np.testing.assert_array_equal(a.centroids, b.centroids)  # the same codec either way
+    np.testing.assert_array_equal(a.bucket_cutoffs, b.bucket_cutoffs)

@@ -270,19 +270,37 @@ def compute_buckets(centroids: np.ndarray, heldout: np.ndarray, nbits: int) -> t
     return cutoffs.numpy(), weights.numpy(), avg_residual
 
 
+def _held_rows_to_front(x: np.ndarray, held: np.ndarray) -> None:
+    """Reorder the rows of ``x`` in place so that the rows ``held`` (sorted, distinct) come
+    first; the rest keep no particular order. Moves only the held rows that are not already in
+    front."""
+    h = held.size
+    come = held[held >= h]  # held rows outside the front
+    free = np.setdiff1d(np.arange(h), held[held < h], assume_unique=True)  # front rows not held
+    tmp = x[come].copy()
+    x[come] = x[free]
+    x[free] = tmp
+
+
 def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = None, seed: int = 0,
-                config: KMeansConfig | None = None) -> ResidualCodec:
+                config: KMeansConfig | None = None, reorder_sample: bool = False) -> ResidualCodec:
     """k-means centroids on ``sample`` plus bucket cutoffs/weights from a held-out 5% (at most 50k
-    vectors), as colbert-ai does. ``num_centroids`` defaults to :func:`num_centroids_for`."""
+    vectors), as colbert-ai does. ``num_centroids`` defaults to :func:`num_centroids_for`.
+    ``reorder_sample``: the held-out rows may be swapped to the front of ``sample`` itself (a
+    float32 array the caller no longer needs), so that k-means trains on a view instead of a
+    copy of the rest: a build's sample is up to 2^21 vectors, 1 GB at dim 128."""
     if nbits not in NBITS:
         raise InputError(f"nbits must be one of {NBITS}, got {nbits}")
     x = np.asarray(sample, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise InputError(f"train_codec needs a non-empty [n, dim] sample, got shape {x.shape}")
+    if x is sample and not reorder_sample:
+        x = x.copy()
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(x.shape[0])
     h = int(min(0.05 * x.shape[0], 50_000))
-    train, heldout = (x[perm[h:]], x[perm[:h]]) if h > 0 else (x, x)
+    if h > 0:
+        _held_rows_to_front(x, np.sort(rng.choice(x.shape[0], h, replace=False)))
+    train, heldout = (x[h:], x[:h]) if h > 0 else (x, x)
     k = num_centroids or num_centroids_for(x.shape[0])
     k = min(k, train.shape[0])
     cfg = config or KMeansConfig(seed=seed)

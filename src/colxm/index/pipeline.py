@@ -189,7 +189,8 @@ def train_codec_on(sample: np.ndarray, held_out: np.ndarray, nbits: int, num_cen
     baseline is measured on up to 16k training vectors."""
     from colxm.index.codec import train_codec
 
-    codec = train_codec(sample, nbits=nbits, num_centroids=min(num_centroids, len(sample)), seed=seed)
+    codec = train_codec(sample, nbits=nbits, num_centroids=min(num_centroids, len(sample)), seed=seed,
+                        reorder_sample=True)
     held = held_out if len(held_out) else sample[:16384]
     codes, residuals = codec.compress(held)
     threshold = float(np.quantile(np.abs(held - codec.centroids[codes]), 0.99))

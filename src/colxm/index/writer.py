@@ -314,8 +314,8 @@ def trained_stream(chunks: Iterator[Chunk], config: IndexConfig, root: Path):
             raise InputError("no document has text to index (all empty?)")
         k = config.num_centroids or centroids_for(total)
         # k-means uses at most max_points_per_centroid points per centroid; train_codec holds
-        # 5% of the sample out for the bucket cutoffs, and /0.9 leaves 5% to spare
-        wanted = max(1 << 16, int(KMeansConfig.max_points_per_centroid * k / 0.9) + 1)
+        # 5% of the sample out for the bucket cutoffs (so k-means gets them all, no subsample copy)
+        wanted = max(1 << 16, int(KMeansConfig.max_points_per_centroid * k / 0.95))
         sample, held_out = sampler.split(min(config.kmeans_sample_vectors, wanted))
         del sampler
         k = max(1, min(k, len(sample)))
