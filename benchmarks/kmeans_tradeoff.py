@@ -29,7 +29,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True, help="search.py's data dir (docs.npy float16, doclens.npy)")
     ap.add_argument("--variants", default="32,64,128",
-                    help="comma list of PPC[:NITER[:ASSIGN]] (points per centroid, k-means iterations, hnsw|flat)")
+                    help="comma list of PPC[:NITER[:ASSIGN[:EF]]] (points per centroid, k-means iterations, auto|hnsw|flat, HNSW efSearch)")
     ap.add_argument("--centroids", type=int, default=0, help="0: ColBERTv2's rule on the collection size")
     ap.add_argument("--nbits", type=int, default=2)
     ap.add_argument("--eval-docs", type=int, default=1000)
@@ -75,14 +75,16 @@ def main():
         ppc = int(parts[0])
         niter = int(parts[1]) if len(parts) > 1 else KMeansConfig.niter
         assign = parts[2] if len(parts) > 2 else "auto"
+        ef = int(parts[3]) if len(parts) > 3 else KMeansConfig.hnsw_ef
         n = min(pool.size, int(ppc * K / 0.95))  # train_codec holds 5% out for the buckets
         sample = np.asarray(docs[np.sort(pool[order[:n]])], dtype=np.float32)
         t0 = time.perf_counter()
         codec = train_codec(sample, nbits=args.nbits, num_centroids=K, seed=args.seed,
-                            config=KMeansConfig(niter=niter, max_points_per_centroid=ppc, seed=args.seed, assign=assign))
+                            config=KMeansConfig(niter=niter, max_points_per_centroid=ppc, seed=args.seed, assign=assign,
+                                                hnsw_ef=ef))
         train_s = time.perf_counter() - t0
         del sample
-        row = {"variant": v, "points_per_centroid": ppc, "niter": niter, "assign": assign, "sample": n,
+        row = {"variant": v, "points_per_centroid": ppc, "niter": niter, "assign": assign, "hnsw_ef": ef, "sample": n,
                "train_s": train_s, **quality(codec)}
         rows.append(row)
         log(json.dumps(row))

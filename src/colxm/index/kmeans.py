@@ -22,6 +22,7 @@ class KMeansConfig:
     # how each iteration finds the nearest centroid: "flat" (exact BLAS), "hnsw" (a faiss HNSW graph
     # over the centroids: cost grows with log K instead of K), "auto" = hnsw from 4096 centroids
     assign: str = "auto"
+    hnsw_ef: int = 16  # HNSW search breadth when assign is hnsw: higher finds the nearest centroid more often
 
 
 def num_centroids_for(num_vectors: int) -> int:
@@ -59,7 +60,7 @@ def train_centroids(sample: np.ndarray, num_centroids: int, config: KMeansConfig
     clus = faiss.Clustering(x.shape[1], num_centroids, cp)
     if config.assign == "hnsw" or (config.assign == "auto" and num_centroids >= 4096):
         index = faiss.IndexHNSWFlat(x.shape[1], 16)
-        index.hnsw.efSearch = 16
+        index.hnsw.efSearch = config.hnsw_ef
     else:
         index = faiss.IndexFlatL2(x.shape[1])
     clus.train(x, index)
