@@ -11,12 +11,13 @@ from colxm.errors import InputError
 
 @dataclass
 class KMeansConfig:
-    """k-means settings. Defaults were chosen by measurement (benchmarks/search.py): a few
-    iterations on at most ``max_points_per_centroid`` points per centroid lose no retrieval
-    quality and keep the build fast on a 2-core CPU."""
+    """k-means settings. Defaults were chosen by measurement (benchmarks/search.py,
+    benchmarks/kmeans_tradeoff.py): a few iterations with HNSW assignment lose nothing against
+    exact assignment (hnsw_ef 64 = 16); what matters is how much of the collection k-means sees,
+    hence up to 128 points per centroid (colbert-ai: ~100)."""
 
     niter: int = 4
-    max_points_per_centroid: int = 32
+    max_points_per_centroid: int = 128
     seed: int = 0
     threads: int | None = None  # faiss OpenMP threads; None = faiss default
     # how each iteration finds the nearest centroid: "flat" (exact BLAS), "hnsw" (a faiss HNSW graph

@@ -32,9 +32,11 @@ class IndexConfig:
     nbits: int = 2
     num_centroids: int | None = None  # None: ColBERTv2 rule on the (estimated) number of vectors
     # k-means trains on a uniform random sample of tokens drawn over the entire stream, of up to
-    # 32 vectors per centroid and never more than this many (float16 while streaming, up to 1.5x
-    # this many held between prunes: 2 bytes x dim each, e.g. 384 MB at dim 128)
-    kmeans_sample_vectors: int = 1 << 20
+    # 128 vectors per centroid and never more than this many (float16 while streaming, up to 1.5x
+    # this many held between prunes: 2 bytes x dim each, 1.5 GB at dim 128; then float32 for
+    # k-means, 2 GB). A collection of up to ~4M tokens is trained on whole, as colbert-ai nearly
+    # does: its tokens are then reconstructed from centroids fitted to them (benchmarks/README.md)
+    kmeans_sample_vectors: int = 1 << 22
     chunk_documents: int = 2048  # documents encoded and compressed per chunk while building
     encode_batch_size: int = 32
     passage_max_tokens: int | None = None  # split long documents into passages when set
