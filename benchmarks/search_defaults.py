@@ -69,7 +69,7 @@ def main():
     ids_of = hit_ids(snap)
 
     kmax = max(ks)
-    truth_path = args.truth or os.path.join(args.index + f".exhaustive_top{kmax}.npy")
+    truth_path = args.truth or f"{args.index}.exhaustive_top{kmax}.npy"
     if os.path.exists(truth_path):
         truth = np.load(truth_path)
     else:
@@ -89,7 +89,7 @@ def main():
             r = timed_queries(lambda q: ids_of(s.search(q, k=k, params=p)[0]),
                               lambda Qb: s.search(Qb, k=k, params=p), Q)
             row = {"k": k, "setting": setting, "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"],
-                   "batched_ms_per_query": r["batched_ms_per_query"], f"overlap@k": overlap(r["ids"], truth, k)}
+                   "batched_ms_per_query": r["batched_ms_per_query"], "overlap@k": overlap(r["ids"], truth, k)}
             rows.append(row)
             log(f"k={k} {json.dumps(setting)}: p50 {row['p50_ms']:.1f} p95 {row['p95_ms']:.1f} "
                 f"batched {row['batched_ms_per_query']:.1f} ms/q, overlap@{k} {row['overlap@k']:.4f}")

@@ -288,17 +288,17 @@ def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = 
     vectors), as colbert-ai does. ``num_centroids`` defaults to :func:`num_centroids_for`.
     ``reorder_sample``: the held-out rows may be swapped to the front of ``sample`` itself (a
     float32 array the caller no longer needs), so that k-means trains on a view instead of a
-    copy of the rest: a build's sample is up to 2^21 vectors, 1 GB at dim 128."""
+    copy of the rest: a build's sample is up to 2^22 vectors, 2 GB at dim 128."""
     if nbits not in NBITS:
         raise InputError(f"nbits must be one of {NBITS}, got {nbits}")
     x = np.asarray(sample, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise InputError(f"train_codec needs a non-empty [n, dim] sample, got shape {x.shape}")
-    if x is sample and not reorder_sample:
-        x = x.copy()
     rng = np.random.default_rng(seed)
     h = int(min(0.05 * x.shape[0], 50_000))
     if h > 0:
+        if not reorder_sample and np.may_share_memory(x, sample):  # views and memmaps too
+            x = x.copy()
         _held_rows_to_front(x, np.sort(rng.choice(x.shape[0], h, replace=False)))
     train, heldout = (x[h:], x[:h]) if h > 0 else (x, x)
     k = num_centroids or num_centroids_for(x.shape[0])
