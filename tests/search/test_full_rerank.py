@@ -111,3 +111,21 @@ def test_full_vector_indexes_get_their_own_defaults(setup, monkeypatch):
         assert all(p == want and n >= k for p, n in seen)
         top = [set(int(i) for i in exact_topk(q, docs, k)) for q in queries[:20]]
         assert np.mean([len(set(ids(h)) & t) / k for h, t in zip(res, top)]) >= 0.99
+
+
+def test_full_stage_covering_the_exact_stage_skips_decompression(setup):
+    """With full_rerank >= nrerank every document of the exact stage is re-scored with the
+    originals, so the compressed exact scores are never computed; the hits are the same as
+    when they are (they only decided an order that the float16 stage redoes)."""
+    idx, docs, queries, truth = setup
+    searcher = idx._snap.searcher
+    wide = SearchParams(ncells=4, centroid_score_threshold=0.3, ndocs=512, nrerank=64, full_rerank=64)
+    searcher.stage_seconds.clear()
+    skipped = idx.search_embeddings(queries, k=K, params=wide)
+    assert "exact" not in searcher.stage_seconds and searcher.stage_seconds["full"] > 0
+    both = idx.search_embeddings(queries, k=K, params=with_params(wide, full_rerank=63))
+    assert searcher.stage_seconds["exact"] > 0
+    for a, b, q in zip(skipped, both, queries):
+        np.testing.assert_allclose([h.score for h in a], [maxsim(q, docs[int(h.id)]) for h in a], atol=2e-3)
+        # 63 of 64 re-scored: the same top 10 unless the compressed stage put a true top-10 last
+        assert len(set(ids(a)) & set(ids(b))) >= 9

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from colxm.errors import InputError
+from colxm.errors import IndexFormatError, InputError
 from colxm.index.codec import train_codec
 from colxm.search import SearchParams, Searcher, SegmentData
 
@@ -139,3 +139,12 @@ def test_budgets_are_per_index_not_per_segment(setup, params):
     two = Searcher(codec, segs).search(queries, k=3, params=params)
     assert [[d for _, d, _ in h] for h in one] == [_global(h) for h in two]
     assert np.allclose([[x for *_, x in h] for h in one], [[x for *_, x in h] for h in two])
+
+
+def test_out_of_range_centroid_id_is_a_format_error(setup):
+    docs, codec, segs, queries = setup
+    bad_codes = np.array(segs[0].codes, copy=True)
+    bad_codes[:50] = codec.num_centroids + 7
+    bad = SegmentData(**{**segs[0].__dict__, "codes": bad_codes})
+    with pytest.raises(IndexFormatError, match="corrupted"):
+        Searcher(codec, [bad]).search(queries[:3], k=10, params=SearchParams(exhaustive=True))

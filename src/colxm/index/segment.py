@@ -200,7 +200,9 @@ def _checked_path(root: Path, rec: dict, what: str) -> Path:
 def _load(root: Path, rec: dict, what: str) -> np.ndarray:
     path = _checked_path(root, rec, what)
     try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
+        # a plain ndarray view of the map (the map stays alive as its base): indexing a np.memmap
+        # runs Python code per result (__array_finalize__), which holds the GIL on every gather
+        return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
     except (ValueError, OSError, EOFError) as e:
         raise IndexFormatError(f"{what}: file {rec['path']} is not a valid array ({e})") from None
 

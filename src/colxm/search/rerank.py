@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from colxm.errors import IndexFormatError
 from colxm.index.codec import ResidualCodec
 from colxm.search.data import SegmentData, token_ranges
 from colxm.search.memory import scratch
@@ -24,14 +25,22 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     this thread's scratch buffer, valid until its next call.
 
     The decompressed vectors are normalised by scaling the (4x smaller) similarity matrix instead
-    of the vectors themselves.
+    of the vectors themselves. Gathers go through torch, which releases the GIL (numpy's fancy
+    indexing holds it), so two threads can score one query's documents in parallel.
     """
     n = residuals.shape[0]
     D = codec.decompress_residuals(residuals, out=scratch("vectors", (n, codec.dim)))
+    Dt, C = torch.from_numpy(D), torch.from_numpy(codec.centroids)
+    codes_t = torch.from_numpy(np.asarray(codes, dtype=np.int64))
     for a in range(0, n, _ADD_ROWS):  # + centroids, a slice at a time: a 4x smaller buffer
-        part = D[a : a + _ADD_ROWS]
-        part += np.take(codec.centroids, codes[a : a + _ADD_ROWS], axis=0, mode="clip",
-                        out=scratch("centroids", part.shape))
+        b = min(n, a + _ADD_ROWS)
+        part = torch.from_numpy(scratch("centroids", (b - a, codec.dim)))
+        try:
+            torch.index_select(C, 0, codes_t[a:b], out=part)
+        except (IndexError, RuntimeError):
+            raise IndexFormatError(f"a token's centroid id is out of range [0, {C.shape[0]}); the index is "
+                                   "corrupted: run `colxm verify` on it") from None
+        Dt[a:b] += part
     inv = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", D, D)), 1e-12)
     sims = _query_sims(Q, D)
     sims *= inv.astype(np.float32)[None, :]
@@ -57,7 +66,7 @@ def full_token_sims(seg: SegmentData, docs: np.ndarray, lens: np.ndarray, Q: np.
         seg.vectors.read_into(int(starts[a]), raw[pos:pos + m])
         pos += m
     D = scratch("vectors", (n, dim))
-    np.copyto(D, raw)
+    torch.from_numpy(D).copy_(torch.from_numpy(raw))  # ~20x numpy's float16 conversion (F16C)
     return _query_sims(Q, D)
 
 
@@ -86,6 +95,7 @@ def _maxsim_block(codec, seg, docs, Q, q_bounds, full):
     if full:
         sims = full_token_sims(seg, docs, np.diff(seg_starts), Q)
     else:
-        sims = token_sims(codec, seg.token_codes(docs, idx, np.diff(seg_starts)), seg.residuals[idx], Q)
+        residuals = seg.residual_rows(idx, scratch("residuals", (idx.size, codec.packed_dim), np.uint8))
+        sims = token_sims(codec, seg.token_codes(docs, idx, np.diff(seg_starts)), residuals, Q)
     per_doc = segment_max(sims, seg_starts)  # [sum Lq, ndocs]
     return np.add.reduceat(per_doc, q_bounds[:-1], axis=0)
