@@ -42,7 +42,9 @@ class SearchParams:
     with approx_cells > 0).
     full_rerank: on an index that stores the original vectors (IndexConfig.full_vectors), the
     best documents of the exact stage re-scored with those (at least k; None = full_count's
-    default; 0 = off); exhaustive mode then scores every document with them.
+    default; 0 = off); when it covers the whole exact stage (full_rerank >= nrerank) the
+    compressed exact scores are not computed at all, the fastest setting of such an index;
+    exhaustive mode then scores every document with them.
     """
 
     ncells: int = 2
