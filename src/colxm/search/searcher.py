@@ -262,22 +262,20 @@ class Searcher:
         hits: list[Hit] = []
         qb = np.array([0, Q.shape[0]], dtype=np.int64)
         if nfull and nfull >= sum(p[1].size for p in pool):
-            # every document of the exact stage would be re-scored with the originals anyway:
+            # every document of the exact stage is re-scored with the originals below anyway:
             # decompressing them first would only cost time
-            t3 = time.perf_counter()
-            hits = self._rescore_full([(s, int(d), 0.0) for s, docs, _ in pool for d in docs], Q, qb)
-            st["full"] += time.perf_counter() - t3
-            return heapq.nlargest(k, hits, key=lambda h: h[2])
-        keep = max(k, nfull)
-        for s, docs, _ in pool:
-            if docs.size == 0:
-                continue
-            t2 = time.perf_counter()
-            exact = maxsim_docs(self.codec, self.segments[s], docs, Q, qb)[0]
-            top = np.argsort(-exact, kind="stable")[:keep]
-            hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
-            st["exact"] += time.perf_counter() - t2
-        hits = heapq.nlargest(keep, hits, key=lambda h: h[2])
+            hits = [(s, int(d), 0.0) for s, docs, _ in pool for d in docs]
+        else:
+            keep = max(k, nfull)
+            for s, docs, _ in pool:
+                if docs.size == 0:
+                    continue
+                t2 = time.perf_counter()
+                exact = maxsim_docs(self.codec, self.segments[s], docs, Q, qb)[0]
+                top = np.argsort(-exact, kind="stable")[:keep]
+                hits.extend((s, int(docs[i]), float(exact[i])) for i in top)
+                st["exact"] += time.perf_counter() - t2
+            hits = heapq.nlargest(keep, hits, key=lambda h: h[2])
         if nfull:
             t3 = time.perf_counter()
             hits = self._rescore_full(hits, Q, qb)
