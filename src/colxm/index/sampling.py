@@ -41,7 +41,7 @@ class TokenReservoir:
     Memory: one buffer of ``1.5 x capacity`` float16 vectors (+ float64 keys), allocated at the
     first offer but only touched as it fills (a small stream stays small), plus one block while
     pruning (in place) and the caller's part of the stream. A stream of any length never makes it
-    hold more.
+    hold more. :meth:`sample` adds only its float32 result (2 GB for 2^22 tokens of dim 128).
     """
 
     def __init__(self, capacity: int):
@@ -95,7 +95,10 @@ class TokenReservoir:
         keys = self._keys[: self.count]
         pick = np.argpartition(keys, n - 1)[:n] if n < self.count else np.arange(self.count)
         pick = pick[np.argsort(keys[pick], kind="stable")]
-        return self._vecs[pick].astype(np.float32)
+        out = np.empty((n, self._vecs.shape[1]), np.float32)
+        for a in range(0, n, _BLOCK):  # converted a block at a time: no float16 copy of the whole sample
+            out[a:a + _BLOCK] = self._vecs[pick[a:a + _BLOCK]]
+        return out
 
 
 class CodecSample:
