@@ -8,9 +8,10 @@ format 1 segments hold global codes, uint16 when K <= 65536 centroids, else int3
 residuals.npy uint8 [T, dim*nbits/8], doclens.npy int32 [N], doc_offsets.npy int64 [N+1],
 ivf_offsets.npy int64 [K+1], ivf_docs.npy [nnz] (uint16 when N <= 65536 rows, else int32),
 docs.sqlite, and with ``IndexConfig.full_vectors`` vectors.npy float16 [T, dim] (``fullvec``).
-A segment is written in a temp folder by SegmentWriter (streaming: chunks are appended to raw
-files, so memory stays bounded), made durable, then renamed into place before the manifest
-that names it is committed.
+A segment is written in a temp folder by SegmentWriter (streaming: chunks are appended to the
+.npy files behind a reserved header, written once their length is known, so memory stays bounded
+and each array is written once), made durable, then renamed into place before the manifest that
+names it is committed.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from colxm.store import Record, StoreReader, StoreWriter
 
 ARRAYS = ("codes", "residuals", "doclens", "doc_offsets", "ivf_offsets", "ivf_docs")
 STORE_FILE = "docs.sqlite"
-_COPY_ROWS = 1 << 18
+_HEADER_BYTES = 128  # reserved in front of each streamed .npy for its header (a multiple of 64)
 
 
 class SegmentWriter:
@@ -45,10 +46,10 @@ class SegmentWriter:
         self.packed = dim * nbits // 8
         self.num_centroids = num_centroids
         self.code_dtype = code_dtype(num_centroids)
-        self._codes = open(self.folder / "codes.bin", "wb")
-        self._residuals = open(self.folder / "residuals.bin", "wb")
-        self._doclens = open(self.folder / "doclens.bin", "wb")
-        self._vectors = open(self.folder / "vectors.bin", "wb") if full_vectors else None
+        self._codes = _open_streamed(self.folder / "codes.global.npy")
+        self._residuals = _open_streamed(self.folder / "residuals.npy")
+        self._doclens = _open_streamed(self.folder / "doclens.npy")
+        self._vectors = _open_streamed(self.folder / f"{fullvec.NAME}.npy") if full_vectors else None
         self.store = StoreWriter(self.folder / STORE_FILE)
         self.num_rows = 0
         self.num_tokens = 0
@@ -90,14 +91,11 @@ class SegmentWriter:
             f.close()
         self.store.close()
         t, n = self.num_tokens, self.num_rows
-        _raw_to_npy(self.folder / "codes.bin", self.folder / "codes.global.npy", self.code_dtype, (t,))
-        _raw_to_npy(
-            self.folder / "residuals.bin", self.folder / "residuals.npy", np.uint8, (t, self.packed)
-        )
-        _raw_to_npy(self.folder / "doclens.bin", self.folder / "doclens.npy", np.int32, (n,))
+        _write_header(self.folder / "codes.global.npy", self.code_dtype, (t,))
+        _write_header(self.folder / "residuals.npy", np.uint8, (t, self.packed))
+        _write_header(self.folder / "doclens.npy", np.int32, (n,))
         if self._vectors is not None:
-            _raw_to_npy(self.folder / "vectors.bin", self.folder / f"{fullvec.NAME}.npy", fullvec.DTYPE,
-                        (t, self.dim))
+            _write_header(self.folder / f"{fullvec.NAME}.npy", fullvec.DTYPE, (t, self.dim))
         doclens = np.load(self.folder / "doclens.npy")
         offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(doclens, out=offsets[1:])
@@ -130,19 +128,25 @@ def code_dtype(count: int) -> type:
     return np.uint16 if count <= 1 << 16 else np.int32
 
 
-def _raw_to_npy(raw: Path, out: Path, dtype, shape: tuple[int, ...]) -> None:
-    """Copy a raw little-endian file into a .npy of known shape, in bounded chunks."""
-    n = shape[0]
-    if n == 0:
-        np.save(out, np.zeros(shape, dtype=dtype))
-    else:
-        src = np.memmap(raw, dtype=dtype, mode="r", shape=shape)
-        dst = np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=shape)
-        for i in range(0, n, _COPY_ROWS):
-            dst[i : i + _COPY_ROWS] = src[i : i + _COPY_ROWS]
-        dst.flush()
-        del src, dst
-    raw.unlink()
+def _open_streamed(path: Path):
+    """A new .npy file with ``_HEADER_BYTES`` reserved for its header; the caller appends the raw
+    little-endian array data, then calls :func:`_write_header`."""
+    f = open(path, "wb")
+    f.write(b"\0" * _HEADER_BYTES)
+    return f
+
+
+def _write_header(path: Path, dtype, shape: tuple[int, ...]) -> None:
+    """Write the .npy (format 1.0) header of ``shape`` into the space :func:`_open_streamed`
+    reserved, padded with spaces to exactly that size (numpy's own padding rule: a multiple of 64)."""
+    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (
+        np.lib.format.dtype_to_descr(np.dtype(dtype)), tuple(int(x) for x in shape))
+    room = _HEADER_BYTES - 10  # magic (6), version (2), header length (2)
+    if len(text) + 1 > room:
+        raise ValueError(f"npy header for shape {shape} does not fit in {_HEADER_BYTES} bytes")
+    body = (text + " " * (room - len(text) - 1) + "\n").encode("latin1")
+    with open(path, "r+b") as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body)
 
 
 def segment_record(root: Path, seg_id: str, generation: int, counts: dict[str, int]) -> SegmentRecord:
