@@ -72,26 +72,29 @@ class SearchParams:
         ``full``: for an index that stores its original vectors (IndexConfig.full_vectors). Its
         float16 stage makes the top k exact, so what limits quality is whether the true top k
         reach it at all: wider candidate generation (benchmarks/search_defaults.py)."""
+        params = cls._widths_for_k(k, full)
         # centroid_nprobe 32: each query token's best centroids through the inverted file over
         # the centroids instead of scoring all of them (at 32,768 centroids ~10 ms of a 25 ms
         # search); overlap@10 on the 45k benchmark 0.777 against 0.778 (2 bits, k=10) and 0.998
         # against 0.997 (full vectors)
+        params.centroid_nprobe = 32
+        return params
+
+    @classmethod
+    def _widths_for_k(cls, k: int, full: bool) -> "SearchParams":
         if full:
             if k <= 10:
-                return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256,
-                           centroid_nprobe=32)
+                return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)
             # k=100, measured (benchmarks/search_defaults.py): overlap@100 with the exhaustive top
             # 100 0.979 at 300 ms p50; ndocs 16384 / nrerank 4096 stop at 0.947 (150 ms), whatever
             # full_rerank. Beyond k=100 the widths grow with k: not measured.
             return cls(ncells=32, centroid_score_threshold=0.2, ndocs=max(32768, 328 * k),
-                       nrerank=max(8192, 82 * k), full_rerank=max(1024, 10 * k), centroid_nprobe=32)
+                       nrerank=max(8192, 82 * k), full_rerank=max(1024, 10 * k))
         if k <= 10:
-            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512, centroid_nprobe=32)
+            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512)
         if k <= 100:
-            return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 8 * k),
-                       centroid_nprobe=32)
-        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k),
-                   centroid_nprobe=32)
+            return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 8 * k))
+        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k))
 
     def validate(self) -> None:
         if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0 or self.centroid_nprobe < 0
