@@ -7,7 +7,7 @@ import pytest
 
 from colxm.index.codec import train_codec
 from colxm.search import SearchParams, Searcher, SegmentData
-from colxm.search import rerank, searcher
+from colxm.search import candidates, rerank, searcher
 from colxm.search.memory import scratch
 
 from colxm_synth import clustered_docs, queries_from
@@ -32,7 +32,7 @@ def test_block_sizes_do_not_change_results(setup, params, monkeypatch):
     codec, segs, queries = setup
     big = Searcher(codec, segs).search(queries, k=10, params=params)
     monkeypatch.setattr(rerank, "BLOCK_TOKENS", 16)
-    monkeypatch.setattr(rerank, "_ADD_ROWS", 5)
+    monkeypatch.setattr(candidates, "_ROWS_PER_BLOCK", 5)  # centroid rows converted at once
     monkeypatch.setattr(searcher, "_EXHAUSTIVE_CELLS", 8)  # 256 tokens per exhaustive block
     small = Searcher(codec, segs).search(queries, k=10, params=params)
     # the same documents and scores (BLAS may round the last bit differently for other shapes)

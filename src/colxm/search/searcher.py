@@ -36,10 +36,8 @@ class SearchParams:
     approx_cells: approximate scores are read from each query token's approx_cells best centroids'
     inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
     over every code of every candidate, pruned then unpruned (slower, same quality in our
-    measurements). centroid_nprobe: 0 scores every centroid for every query token (one matmul);
-    n > 0 finds each token's best centroids through a faiss inverted file over the centroids,
-    probing n of its lists (approximate, much cheaper with tens of thousands of centroids; only
-    with approx_cells > 0).
+    measurements). Each token's best centroids are found exactly (an int8 scan of every centroid,
+    re-scored exactly: see candidates.CentroidScorer).
     full_rerank: on an index that stores the original vectors (IndexConfig.full_vectors), the
     best documents of the exact stage re-scored with those (at least k; None = full_count's
     default; 0 = off); when it covers the whole exact stage (full_rerank >= nrerank) the
@@ -53,7 +51,6 @@ class SearchParams:
     nrerank: int | None = None
     exhaustive: bool = False
     approx_cells: int = 16
-    centroid_nprobe: int = 0
     full_rerank: int | None = None
 
     def full_count(self, k: int) -> int:
@@ -72,32 +69,25 @@ class SearchParams:
         ``full``: for an index that stores its original vectors (IndexConfig.full_vectors). Its
         float16 stage makes the top k exact, so what limits quality is whether the true top k
         reach it at all: wider candidate generation (benchmarks/search_defaults.py)."""
-        # centroid_nprobe 32: each query token's best centroids through the inverted file over
-        # the centroids instead of scoring all of them (at 32,768 centroids ~10 ms of a 25 ms
-        # search); overlap@10 on the 45k benchmark 0.777 against 0.778 (2 bits, k=10) and 0.998
-        # against 0.997 (full vectors)
         if full:
             if k <= 10:
-                return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256,
-                           centroid_nprobe=32)
+                return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)
             # k=100, measured (benchmarks/search_defaults.py): overlap@100 with the exhaustive top
             # 100 0.979 at 300 ms p50; ndocs 16384 / nrerank 4096 stop at 0.947 (150 ms), whatever
             # full_rerank. Beyond k=100 the widths grow with k: not measured.
             return cls(ncells=32, centroid_score_threshold=0.2, ndocs=max(32768, 328 * k),
-                       nrerank=max(8192, 82 * k), full_rerank=max(1024, 10 * k), centroid_nprobe=32)
+                       nrerank=max(8192, 82 * k), full_rerank=max(1024, 10 * k))
         if k <= 10:
-            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512, centroid_nprobe=32)
+            return cls(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512)
         if k <= 100:
-            return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 8 * k),
-                       centroid_nprobe=32)
-        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k),
-                   centroid_nprobe=32)
+            return cls(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=max(1024, 8 * k))
+        return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k))
 
     def validate(self) -> None:
-        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0 or self.centroid_nprobe < 0
+        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0
                 or (self.nrerank is not None and self.nrerank < 1)
                 or (self.full_rerank is not None and self.full_rerank < 0)):
-            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, centroid_nprobe, "
+            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, "
                              f"full_rerank >= 0), got {self}")
 
 
@@ -123,7 +113,7 @@ class Searcher:
         self.codec = codec
         self.segments = list(segments)
         self.threads = threads
-        self.scorer = CentroidScorer(codec.centroids)
+        self.scorer = CentroidScorer(codec.table)
         # the original vectors re-score only when every segment has them: scores must compare
         self.full = bool(self.segments) and all(seg.vectors is not None for seg in self.segments)
         # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
@@ -165,7 +155,7 @@ class Searcher:
         workers = self.threads or threads
         if workers <= 1 or len(Qs) == 1:
             return [self._plaid_one(q, k, params, masks, nfull) for q in Qs]
-        # queries in parallel (numpy, torch and faiss release the GIL), one torch thread each; this
+        # queries in parallel (numpy and torch release the GIL), one torch thread each; this
         # thread is one of the workers: each new thread grows a heap arena of its own (given back
         # when the batch ends)
         results: list[list[Hit]] = [[] for _ in Qs]
@@ -201,13 +191,13 @@ class Searcher:
         t0 = time.perf_counter()
         m = max(params.approx_cells, params.ncells)
         if params.approx_cells > 0:  # one top-m search serves probing and the approximate scores
-            vals, ids, scores = self.scorer.best(Q, m + 1, params.centroid_nprobe)
+            vals, ids = self.scorer.best(Q, m + 1)
             fallback = vals[:, m].copy()
             vals, ids = vals[:, :m], ids[:, :m]
             valid = ids >= 0
             cells = probe_cells(np.where(valid, ids, ids[:, :1]), params.ncells)
             uniq, inv = np.unique(np.where(valid, ids, 0), return_inverse=True)
-            cmax = scores.max(0)[uniq] if scores is not None else self.scorer.max_over_query(Q, uniq)
+            cmax = self.scorer.max_over_query(Q, uniq)
             cell_ok = (cmax[inv.reshape(ids.shape)] >= params.centroid_score_threshold) & valid
             ids = np.where(valid, ids, 0)
         else:
