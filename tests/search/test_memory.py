@@ -7,7 +7,8 @@ import pytest
 
 from colxm.index.codec import train_codec
 from colxm.search import SearchParams, Searcher, SegmentData
-from colxm.search import rerank, searcher
+from colxm.search import candidates, rerank, searcher
+from colxm.search import memory
 from colxm.search.memory import scratch
 
 from colxm_synth import clustered_docs, queries_from
@@ -32,7 +33,7 @@ def test_block_sizes_do_not_change_results(setup, params, monkeypatch):
     codec, segs, queries = setup
     big = Searcher(codec, segs).search(queries, k=10, params=params)
     monkeypatch.setattr(rerank, "BLOCK_TOKENS", 16)
-    monkeypatch.setattr(rerank, "_ADD_ROWS", 5)
+    monkeypatch.setattr(candidates, "_ROWS_PER_BLOCK", 5)  # centroid rows converted at once
     monkeypatch.setattr(searcher, "_EXHAUSTIVE_CELLS", 8)  # 256 tokens per exhaustive block
     small = Searcher(codec, segs).search(queries, k=10, params=params)
     # the same documents and scores (BLAS may round the last bit differently for other shapes)
@@ -77,6 +78,21 @@ def test_decompress_into_a_buffer(nbits):
     out = np.full((300, 16), np.nan, dtype=np.float32)
     assert codec.decompress_residuals(res, out=out) is out
     np.testing.assert_array_equal(out, codec.decompress_residuals(res))
+    small = np.empty((64, res.shape[1]), dtype=np.intp)  # widened 64 rows at a time
+    out2 = np.full((300, 16), np.nan, dtype=np.float32)
+    codec.decompress_residuals(res, out=out2, index_buffer=small)
+    np.testing.assert_array_equal(out, out2)
+
+
+def test_heap_release_is_rate_limited(monkeypatch):
+    calls = []
+    monkeypatch.setattr(memory, "release_free_heap", lambda: calls.append(1))
+    monkeypatch.setattr(memory, "_last_trim", [0.0])
+    memory.release_free_heap_every(3600)
+    memory.release_free_heap_every(3600)
+    assert calls == [1]
+    memory.release_free_heap_every(0)
+    assert calls == [1, 1]
 
 
 def test_scratch_is_reused_and_grows():

@@ -29,7 +29,7 @@ def build_into(root: Path, items, encoder, config: IndexConfig, languages) -> Wr
     chunks = iter_chunks(items, encode, make_split(encoder, config), config.chunk_documents, dim, summary)
     with trained_stream(chunks, config, root) as (codec, threshold, baseline, chunks):
         m = Manifest(generation=0, dim=int(codec.dim), nbits=config.nbits,
-                     num_centroids=int(codec.centroids.shape[0]), codec_files={}, segments=[],
+                     num_centroids=int(codec.num_centroids), codec_files={}, segments=[],
                      config=config, model=model_reference(encoder), encoder_config=encoder_config(encoder))
         work = Work(root, manifest=m, codec=codec)
         work.set_codec(codec, threshold)
@@ -54,7 +54,7 @@ def import_into(root: Path, codec, codes, residuals, doclens, records, config: I
         raise InputError(f"doclens sum to {int(offsets[-1])}, but there are {len(codes)} codes and "
                          f"{len(residuals)} residual rows")
     m = Manifest(generation=0, dim=int(codec.dim), nbits=int(codec.nbits),
-                 num_centroids=int(codec.centroids.shape[0]), codec_files={}, segments=[],
+                 num_centroids=int(codec.num_centroids), codec_files={}, segments=[],
                  config=dataclasses.replace(config, nbits=int(codec.nbits)), model=model)
     work = Work(root, manifest=m, codec=codec)
     m = work.manifest  # Work keeps its own copy

@@ -7,12 +7,11 @@ from a residual byte straight to its ``8 // nbits`` bucket weights.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
 from colxm.errors import IndexFormatError, InputError
+from colxm.index.centroid_table import CentroidTable, from_int8_rows, int8_rows
 from colxm.index.kmeans import KMeansConfig, num_centroids_for, train_centroids
 
 NBITS = (1, 2, 4)
@@ -44,46 +43,55 @@ def byte_bucket_table(nbits: int) -> np.ndarray:
     return table
 
 
-@dataclass(eq=False)
 class ResidualCodec:
-    """Centroids plus the n-bit residual quantiser. See the module docstring for the format."""
+    """Centroids plus the n-bit residual quantiser. See the module docstring for the format.
 
-    nbits: int
-    dim: int
-    centroids: np.ndarray  # float32 [K, dim], rows L2-normalised
-    bucket_cutoffs: np.ndarray  # float32 [2**nbits - 1]
-    bucket_weights: np.ndarray  # float32 [2**nbits]
-    avg_residual: float
-    # how to_arrays stores the centroid table: "float16" (as colbert-ai; imported codecs) or "int8"
-    # with one float32 scale per row (half the bytes; train_codec rounds its centroids to it first,
-    # so the residuals are computed against exactly the stored centroids and nothing is lost)
-    centroid_dtype: str = "float16"
-    _lut: np.ndarray | None = field(default=None, repr=False, compare=False)
-    _ivf: object = field(default=None, repr=False, compare=False)
+    The centroids live in a :class:`CentroidTable` in their stored precision (``centroid_dtype``:
+    "float16" as colbert-ai, for imported codecs, or "int8" with one float32 scale per row; train_codec
+    rounds its centroids to int8 first, so residuals are computed against exactly the stored
+    centroids and nothing is lost). ``centroids`` (float32) is derived on first use: compression
+    needs it, search reads the table only.
+    """
 
-    def __post_init__(self) -> None:
-        if self.nbits not in NBITS:
-            raise InputError(f"nbits must be one of {NBITS}, got {self.nbits}")
-        if self.dim <= 0 or self.dim % 8:
-            raise InputError(f"dim {self.dim} must be a multiple of 8")
-        self.centroids = np.ascontiguousarray(self.centroids, dtype=np.float32)
-        self.bucket_cutoffs = np.asarray(self.bucket_cutoffs, dtype=np.float32).reshape(-1)
-        self.bucket_weights = np.asarray(self.bucket_weights, dtype=np.float32).reshape(-1)
+    def __init__(self, nbits: int, dim: int, centroids: np.ndarray | None, bucket_cutoffs, bucket_weights,
+                 avg_residual: float, centroid_dtype: str = "float16", table: CentroidTable | None = None):
+        """``centroids``: float32 [K, dim], rows L2-normalised; or None with ``table`` given."""
+        if nbits not in NBITS:
+            raise InputError(f"nbits must be one of {NBITS}, got {nbits}")
+        if dim <= 0 or dim % 8:
+            raise InputError(f"dim {dim} must be a multiple of 8")
+        self.nbits, self.dim = int(nbits), int(dim)
+        self.table = table if table is not None else CentroidTable.from_float(centroids, centroid_dtype)
+        self._centroids = None if centroids is None else np.ascontiguousarray(centroids, dtype=np.float32)
+        self.centroid_dtype = self.table.kind
+        self.bucket_cutoffs = np.asarray(bucket_cutoffs, dtype=np.float32).reshape(-1)
+        self.bucket_weights = np.asarray(bucket_weights, dtype=np.float32).reshape(-1)
         nb = 1 << self.nbits
-        if self.centroids.ndim != 2 or self.centroids.shape[1] != self.dim:
-            raise IndexFormatError(f"centroids have shape {self.centroids.shape}, expected [K, {self.dim}]")
+        if self.table.shape[1] != self.dim:
+            raise IndexFormatError(f"centroids have shape {self.table.shape}, expected [K, {self.dim}]")
         if self.bucket_cutoffs.shape != (nb - 1,) or self.bucket_weights.shape != (nb,):
             raise IndexFormatError(
                 f"bucket cutoffs/weights have shapes {self.bucket_cutoffs.shape}/{self.bucket_weights.shape}, "
                 f"expected ({nb - 1},)/({nb},) for nbits={self.nbits}")
-        self.avg_residual = float(np.float32(self.avg_residual))  # stored as float32, as colbert-ai
-        if self.centroid_dtype not in ("float16", "int8"):
-            raise InputError(f"centroid_dtype must be float16 or int8, got {self.centroid_dtype!r}")
+        self.avg_residual = float(np.float32(avg_residual))  # stored as float32, as colbert-ai
+        self._lut: np.ndarray | None = None
+        self._ivf = None
+
+    def __repr__(self) -> str:
+        return (f"ResidualCodec(nbits={self.nbits}, dim={self.dim}, num_centroids={self.num_centroids}, "
+                f"centroid_dtype={self.centroid_dtype!r})")
+
+    @property
+    def centroids(self) -> np.ndarray:
+        """float32 [K, dim] (derived from the table once, then kept)."""
+        if self._centroids is None:
+            self._centroids = self.table.to_float32()
+        return self._centroids
 
     # ---- properties -------------------------------------------------------------------------
     @property
     def num_centroids(self) -> int:
-        return int(self.centroids.shape[0])
+        return int(self.table.shape[0])
 
     @property
     def packed_dim(self) -> int:
@@ -97,13 +105,27 @@ class ResidualCodec:
             self._lut = np.ascontiguousarray(self.bucket_weights[byte_bucket_table(self.nbits)])
         return self._lut
 
-    def decompress_residuals(self, residuals: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def decompress_residuals(self, residuals: np.ndarray, out: np.ndarray | None = None,
+                             index_buffer: np.ndarray | None = None) -> np.ndarray:
         """Reconstructed residuals float32 [n, dim] (no centroid, not normalised), written into
-        ``out`` (C-contiguous float32 [n, dim]) when given."""
+        ``out`` (C-contiguous float32 [n, dim]) when given. ``index_buffer``: an intp array
+        [rows, packed dim] to widen the bytes into, ``rows`` at a time (numpy's take otherwise
+        allocates one per call, 8 bytes per residual byte: search passes a small reusable one)."""
         n = residuals.shape[0]
-        lut = self.weight_lut
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)
+        if index_buffer is None:
+            return self._lookup(residuals, out)
+        rows = index_buffer.shape[0]
+        for a in range(0, n, rows):
+            b = min(n, a + rows)
+            idx = index_buffer[: b - a]
+            np.copyto(idx, residuals[a:b])
+            self._lookup(idx, out[a:b])
+        return out
+
+    def _lookup(self, residuals: np.ndarray, out: np.ndarray) -> np.ndarray:
+        n, lut = residuals.shape[0], self.weight_lut
         # mode="clip": every byte is a valid row, and an unbuffered write into ``out``
         if lut.shape[1] in (2, 4):
             # one lookup per byte that copies all of its 2 or 4 weights at once (8 or 16 bytes)
@@ -121,11 +143,9 @@ class ResidualCodec:
             "bucket_weights": self.bucket_weights,
             "avg_residual": np.array(self.avg_residual, dtype=np.float32),
         }
-        if self.centroid_dtype == "int8":
-            out["centroids"], out["centroid_scales"] = int8_rows(self.centroids)
-        else:
-            # float16 on disk, as colbert-ai stores them; lossless for imported and rounded centroids
-            out["centroids"] = self.centroids.astype(np.float16)
+        out["centroids"] = self.table.values  # float16 as colbert-ai, or int8 rows plus their scales
+        if self.table.scales is not None:
+            out["centroid_scales"] = self.table.scales
         return out
 
     @classmethod
@@ -136,20 +156,19 @@ class ResidualCodec:
         raw = np.asarray(arrays["centroids"])
         if raw.ndim != 2:
             raise IndexFormatError(f"centroids must be 2-D, got shape {raw.shape}")
-        kind = "float16"
         if raw.dtype == np.int8:
-            scales = np.asarray(arrays.get("centroid_scales", np.zeros(0)), dtype=np.float32).reshape(-1)
-            if scales.shape != (raw.shape[0],):
-                raise IndexFormatError(f"int8 centroids need {raw.shape[0]} centroid_scales, got {scales.shape[0]}; "
-                                       "the index is incomplete")
-            centroids, kind = from_int8_rows(raw, scales), "int8"
+            table = CentroidTable(raw, np.asarray(arrays.get("centroid_scales", np.zeros(0)), dtype=np.float32))
         elif raw.dtype.kind == "f":
-            centroids = raw.astype(np.float32)
+            half = raw.astype(np.float16)  # what colbert-ai stores, and what this codec holds
+            if not np.array_equal(half.astype(raw.dtype), raw):
+                raise IndexFormatError(f"{raw.dtype} centroids that float16 cannot hold exactly; "
+                                       "expected float16 or int8 centroids")
+            table = CentroidTable(half)
         else:
             raise IndexFormatError(f"centroids have dtype {raw.dtype}; expected float16/float32 or int8")
-        return cls(nbits=int(np.asarray(arrays["nbits"])), dim=int(centroids.shape[1]), centroids=centroids,
+        return cls(nbits=int(np.asarray(arrays["nbits"])), dim=int(raw.shape[1]), centroids=None,
                    bucket_cutoffs=arrays["bucket_cutoffs"], bucket_weights=arrays["bucket_weights"],
-                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]), centroid_dtype=kind)
+                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]), table=table)
 
     # ---- compression ------------------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -233,25 +252,13 @@ class ResidualCodec:
         if residuals.shape != (n, self.packed_dim):
             raise InputError(f"residuals have shape {residuals.shape}, expected ({n}, {self.packed_dim})")
         v = self.decompress_residuals(residuals)
-        v += np.take(self.centroids, codes, axis=0)
+        self.table.add_rows_(torch.from_numpy(v), torch.from_numpy(codes.astype(np.int64)))
         norms = np.sqrt(np.einsum("ij,ij->i", v, v))
         v /= np.maximum(norms, 1e-12)[:, None]
         if out is not None:
             out[...] = v
             return out
         return v
-
-
-def int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-row int8 quantisation: (int8 [K, dim], float32 scales [K])."""
-    x = np.asarray(x, dtype=np.float32)
-    scales = (np.abs(x).max(1) / 127).astype(np.float32)
-    q = np.rint(x / np.where(scales > 0, scales, 1)[:, None])
-    return np.clip(q, -127, 127).astype(np.int8), scales
-
-
-def from_int8_rows(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    return np.asarray(q, dtype=np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
 
 
 def compute_buckets(centroids: np.ndarray, heldout: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -307,7 +314,8 @@ def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = 
     k = min(k, train.shape[0])
     cfg = config or KMeansConfig(seed=seed)
     # rounded to their stored form first (see ResidualCodec.centroid_dtype)
-    centroids = from_int8_rows(*int8_rows(train_centroids(train, k, cfg)))
+    q, scales = int8_rows(train_centroids(train, k, cfg))
+    centroids = from_int8_rows(q, scales)
     cutoffs, weights, avg = compute_buckets(centroids, heldout, nbits)
     return ResidualCodec(nbits=nbits, dim=x.shape[1], centroids=centroids, bucket_cutoffs=cutoffs,
-                         bucket_weights=weights, avg_residual=avg, centroid_dtype="int8")
+                         bucket_weights=weights, avg_residual=avg, table=CentroidTable(q, scales))

@@ -40,9 +40,9 @@ def load_codec(root: Path, manifest: Manifest):
         codec = ResidualCodec.from_arrays(arrays)
     except Exception as e:  # noqa: BLE001 - any failure here means a corrupted codec
         raise IndexFormatError(f"the index's codec cannot be loaded ({e})") from None
-    if codec.centroids.shape != (manifest.num_centroids, manifest.dim):
+    if codec.table.shape != (manifest.num_centroids, manifest.dim):
         raise IndexFormatError(
-            f"codec centroids have shape {codec.centroids.shape}, the manifest says "
+            f"codec centroids have shape {codec.table.shape}, the manifest says "
             f"({manifest.num_centroids}, {manifest.dim})"
         )
     return codec

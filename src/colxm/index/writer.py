@@ -126,7 +126,7 @@ class Work:
         fsync_dir(final.parent)
         self.new_dirs.append(final)
         m.codec_files = {p.stem: file_record(p, self.root) for p in sorted(final.glob("*.npy"))}
-        m.dim, m.num_centroids = int(codec.dim), int(codec.centroids.shape[0])
+        m.dim, m.num_centroids = int(codec.dim), int(codec.num_centroids)
         m.drift = {"threshold": threshold}
         self.codec = codec
         self.changed = True

@@ -13,11 +13,16 @@ import weakref
 import numpy as np
 import torch
 
+from colxm.index.centroid_table import CentroidTable
 from colxm.search.data import SegmentData, token_ranges
-from colxm.search.memory import release_free_heap, scratch
+from colxm.search.memory import scratch
 from colxm.search.rerank import segment_max
 
 NEG = np.float32(-1e4)
+_SCAN_MIN = 4096  # see CentroidScorer
+_SCAN_MARGIN = 16  # centroids re-scored exactly beyond the m asked for
+_GROUP = 64  # centroids per group of the scan's narrowing
+_ROWS_PER_BLOCK = 4096  # centroid rows converted to float32 at once by all()
 
 
 def probe_cells(top_ids: np.ndarray, ncells: int) -> np.ndarray:
@@ -100,67 +105,103 @@ def approx_scores_lists(seg: SegmentData, docs: np.ndarray, vals: np.ndarray, ce
     keep = col >= 0
     key = np.repeat(np.repeat(np.arange(lq, dtype=np.int64) * docs.size, m), lens)[keep] + col[keep]
     ev = np.repeat(vals.reshape(-1), lens)[keep]
-    out = torch.from_numpy(np.repeat(np.asarray(fallback, np.float32)[:, None], docs.size, axis=1))
+    # [Lq, len(docs)] in this thread's scratch: a fresh array of varying size per query would
+    # fragment the heap (batched search's RSS grew by tens of MB)
+    out_np = scratch("approx_scores", (lq, docs.size))
+    out_np[:] = np.asarray(fallback, np.float32)[:, None]
+    out = torch.from_numpy(out_np)
     out.view(-1).scatter_reduce_(0, torch.from_numpy(key), torch.from_numpy(ev), reduce="amax")
     return out.sum(0).numpy()
 
 
 class CentroidScorer:
-    """Scores query tokens against the codec's centroids: all of them (one matmul), or each token's
-    best ones through a faiss inverted file over the centroids (built on first use, seeded)."""
+    """Scores query tokens against the codec's centroids (a :class:`CentroidTable`).
 
-    def __init__(self, centroids: np.ndarray):
-        self.centroids = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
-        self._ivf = None
+    Each token's best centroids come from a scan of all of them in int8 (one integer matmul reads
+    a quarter of a float32 table; the scan is memory-bound), narrowed by groups of 64 (each
+    group's best approximate score) and re-scored exactly on the stored centroids: the exact top m
+    whenever the int8 error (~1e-4 of a score) does not move a centroid across 16 places of the
+    ranking. No faiss index (it held a float32 copy of the table and its library: ~35 MB of RSS)."""
+
+    def __init__(self, table: CentroidTable, scan_min: int = _SCAN_MIN):
+        """scan_min: from this many centroids best() scans in int8; below it every centroid is
+        scored exactly (one small matmul)."""
+        self.table = table
+        self.scan_min = scan_min
+        self._scan8: torch.Tensor | None = None
         self._lock = threading.Lock()
 
+    @property
+    def num_centroids(self) -> int:
+        return int(self.table.shape[0])
+
     def all(self, Q: np.ndarray) -> np.ndarray:
-        """[Lq, K] scores: a view of this thread's scratch buffer, valid until its next call."""
-        out = scratch("centroid_scores", (Q.shape[0], self.centroids.shape[0]))
-        torch.mm(torch.from_numpy(Q), self.centroids.T, out=torch.from_numpy(out))
+        """[Lq, K] exact scores: a view of this thread's scratch buffer, valid until its next call.
+        The table is converted to float32 a block of rows at a time (no float32 copy is kept)."""
+        K, dim = self.table.shape
+        out = scratch("centroid_scores", (Q.shape[0], K))
+        Qt = torch.from_numpy(Q)
+        for a in range(0, K, _ROWS_PER_BLOCK):
+            b = min(K, a + _ROWS_PER_BLOCK)
+            rows = self.table.rows(torch.arange(a, b), torch.from_numpy(scratch("centroid_rows", (b - a, dim))))
+            out[:, a:b] = (rows @ Qt.T).T.numpy()
         return out
 
-    def best(self, Q: np.ndarray, m: int, nprobe: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(values, ids) [Lq, m] of each token's m best centroids, best first, plus the full score
-        matrix when it was computed (nprobe == 0). Ids are -1 (values -1e4) where fewer were found."""
-        K = self.centroids.shape[0]
-        if nprobe <= 0 or K <= 1024:
-            scores = self.all(Q)
-            top = torch.topk(torch.from_numpy(scores), min(m, K), dim=1)
-            vals, ids = top.values.numpy(), top.indices.numpy()
-            if m > K:
-                pad = ((0, 0), (0, m - K))
-                vals, ids = np.pad(vals, pad, constant_values=NEG), np.pad(ids, pad, constant_values=-1)
-            return vals, ids, scores
-        D, ids = self._index(nprobe).search(Q, m)
-        D[ids < 0] = NEG
-        return D.astype(np.float32, copy=False), ids, None
+    def best(self, Q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """(values, ids) [Lq, m] of each token's m best centroids, best first, exact scores.
+        Ids are -1 (values -1e4) where there are fewer than m centroids."""
+        K = self.num_centroids
+        if K < self.scan_min:
+            vals, ids = torch.topk(torch.from_numpy(self.all(Q)), min(m, K), dim=1)
+        else:
+            ids = self._scan(torch.from_numpy(Q), min(K, m + _SCAN_MARGIN))
+            lq, r = ids.shape
+            rows = self.table.rows(ids.reshape(-1), torch.from_numpy(scratch("centroid_rows", (lq * r, Q.shape[1]))))
+            exact = torch.bmm(rows.view(lq, r, -1), torch.from_numpy(Q)[:, :, None])[:, :, 0]
+            vals, pos = torch.topk(exact, min(m, K), dim=1)
+            ids = torch.gather(ids, 1, pos)
+        vals, ids = vals.numpy(), ids.numpy()
+        if m > K:
+            pad = ((0, 0), (0, m - K))
+            vals, ids = np.pad(vals, pad, constant_values=NEG), np.pad(ids, pad, constant_values=-1)
+        return vals, ids
+
+    def _scan_matrix(self) -> torch.Tensor:
+        """The table quantised to int8 with one scale for all rows (so integer scores rank a
+        token's centroids directly), padded with zero rows to whole groups; built on first use.
+        4 bytes of RSS per centroid dimension fewer than float32; the table's own int8 rows have
+        a scale each, which would cost a float pass over every score."""
+        with self._lock:
+            if self._scan8 is None:
+                K, dim = self.table.shape
+                scale = self.table.abs_max() / 127 or 1.0
+                m = torch.zeros((-(-K // _GROUP) * _GROUP, dim), dtype=torch.int8)
+                for a in range(0, K, _ROWS_PER_BLOCK):
+                    rows = self.table.rows(torch.arange(a, min(K, a + _ROWS_PER_BLOCK)))
+                    m[a:a + rows.shape[0]] = torch.round(rows / scale).clamp_(-127, 127).to(torch.int8)
+                self._scan8 = m
+            return self._scan8
+
+    def _scan(self, Q: torch.Tensor, r: int) -> torch.Tensor:
+        """int64 [Lq, r]: each token's r best centroids by int8 scores (unordered)."""
+        C8 = self._scan_matrix()
+        K, (lq, padded) = self.num_centroids, (Q.shape[0], C8.shape[0])
+        q8 = torch.round(Q / (Q.abs().amax(1, keepdim=True) / 127).clamp_min(1e-30)).to(torch.int8)
+        scores = torch.from_numpy(scratch("centroid_scan", (lq, padded), np.int32, headroom=False))
+        torch._int_mm(q8, C8.T, out=scores)  # each row in units of its own token's scale
+        scores[:, K:] = torch.iinfo(torch.int32).min
+        groups = padded // _GROUP
+        by_group = scores.view(lq, groups, _GROUP)
+        top_groups = torch.topk(by_group.amax(2), min(r, groups), dim=1).indices
+        # the r best lie in the r groups with the best maxima: their scores gathered into scratch
+        # (expanded group indexes are a view: no [Lq, r * 64] index array is built)
+        g = top_groups.shape[1]
+        cand = torch.from_numpy(scratch("centroid_scan_groups", (lq, g, _GROUP), np.int32))
+        torch.gather(by_group, 1, top_groups[:, :, None].expand(lq, g, _GROUP), out=cand)
+        pos = torch.topk(cand.view(lq, -1), r, dim=1).indices
+        return torch.gather(top_groups, 1, pos // _GROUP) * _GROUP + pos % _GROUP
 
     def max_over_query(self, Q: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Best score over the query's tokens of each centroid in ``cells`` (PLAID's pruning test)."""
-        return (torch.from_numpy(Q) @ self.centroids[torch.from_numpy(cells)].T).amax(0).numpy()
-
-    def _index(self, nprobe: int):
-        with self._lock:
-            if self._ivf is None:
-                import faiss
-
-                c = self.centroids.numpy()
-                nlist = max(16, c.shape[0] // 64)
-                quantizer = faiss.IndexFlatIP(c.shape[1])
-                ivf = faiss.IndexIVFFlat(quantizer, c.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
-                ivf.cp.seed = 0
-                ivf.cp.niter = 10
-                ivf.train(c)
-                # each list's exact size reserved first: adding vector by vector grows them by
-                # doubling (~1.4x the centroids' bytes)
-                lists = faiss.downcast_InvertedLists(ivf.invlists)
-                sizes = np.bincount(ivf.quantizer.search(c, 1)[1][:, 0], minlength=nlist)
-                for i, n in enumerate(sizes.tolist()):
-                    lists.resize(i, n)
-                    lists.resize(i, 0)
-                ivf.add(c)
-                self._ivf = ivf
-                release_free_heap()  # k-means buffers freed below the lists faiss keeps
-            self._ivf.nprobe = nprobe  # the same value for every caller of one search
-            return self._ivf
+        rows = self.table.rows(torch.from_numpy(np.asarray(cells, dtype=np.int64)))
+        return (torch.from_numpy(Q) @ rows.T).amax(0).numpy()

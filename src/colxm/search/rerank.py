@@ -10,8 +10,7 @@ from colxm.index.codec import ResidualCodec
 from colxm.search.data import SegmentData, token_ranges
 from colxm.search.memory import scratch
 
-BLOCK_TOKENS = 1 << 12  # tokens decompressed at once: bounds memory (2 MB of float32 at dim 128)
-_ADD_ROWS = BLOCK_TOKENS // 4  # rows of centroids added to them at once
+BLOCK_TOKENS = 1 << 11  # tokens decompressed at once: bounds memory (1 MB of float32 at dim 128)
 
 
 def segment_max(x: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
@@ -25,22 +24,20 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     this thread's scratch buffer, valid until its next call.
 
     The decompressed vectors are normalised by scaling the (4x smaller) similarity matrix instead
-    of the vectors themselves. The centroids are gathered with torch's index_select: ~3x numpy's
-    take on these rows, and it releases the GIL for the threads of a batched search.
+    of the vectors themselves. The centroids are gathered from the codec's table in its stored
+    precision with torch's index_select: ~3x numpy's take on these rows, and it releases the GIL
+    for the threads of a batched search.
     """
     n = residuals.shape[0]
-    D = codec.decompress_residuals(residuals, out=scratch("vectors", (n, codec.dim)))
-    Dt, C = torch.from_numpy(D), torch.from_numpy(codec.centroids)
+    D = codec.decompress_residuals(residuals, out=scratch("vectors", (n, codec.dim)),
+                                   index_buffer=scratch("residual_index", (min(n, 1024), codec.packed_dim), np.intp))
+    Dt = torch.from_numpy(D)
     codes_t = torch.from_numpy(np.asarray(codes, dtype=np.int64))
-    for a in range(0, n, _ADD_ROWS):  # + centroids, a slice at a time: a 4x smaller buffer
-        b = min(n, a + _ADD_ROWS)
-        part = torch.from_numpy(scratch("centroids", (b - a, codec.dim)))
-        try:
-            torch.index_select(C, 0, codes_t[a:b], out=part)
-        except (IndexError, RuntimeError):
-            raise IndexFormatError(f"a token's centroid id is out of range [0, {C.shape[0]}); the index is "
-                                   "corrupted: run `colxm verify` on it") from None
-        Dt[a:b] += part
+    try:
+        codec.table.add_rows_(Dt, codes_t, scratch)
+    except (IndexError, RuntimeError):
+        raise IndexFormatError(f"a token's centroid id is out of range [0, {codec.num_centroids}); the index "
+                               "is corrupted: run `colxm verify` on it") from None
     inv = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", D, D)), 1e-12)
     sims = _query_sims(Q, D)
     sims *= inv.astype(np.float32)[None, :]

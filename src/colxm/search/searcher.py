@@ -17,11 +17,12 @@ from colxm.index.codec import ResidualCodec
 from colxm.search.candidates import (CentroidScorer, approx_scores, approx_scores_lists, candidate_docs,
                                     probe_cells, pruned)
 from colxm.search.data import SegmentData
-from colxm.search.memory import release_free_heap
+from colxm.search.memory import release_free_heap, release_free_heap_every
 from colxm.search.rerank import maxsim_docs
 
 Hit = tuple[int, int, float]  # (segment index, local doc, score)
 _EXHAUSTIVE_ROWS = 512  # query rows scored together in exhaustive mode (groups of whole queries)
+_TRIM_SECONDS = 0.02  # see release_free_heap_every
 _EXHAUSTIVE_CELLS = 1 << 20  # query rows x tokens per similarity block in exhaustive mode (4 MB)
 
 
@@ -36,10 +37,8 @@ class SearchParams:
     approx_cells: approximate scores are read from each query token's approx_cells best centroids'
     inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
     over every code of every candidate, pruned then unpruned (slower, same quality in our
-    measurements). centroid_nprobe: 0 scores every centroid for every query token (one matmul);
-    n > 0 finds each token's best centroids through a faiss inverted file over the centroids,
-    probing n of its lists (approximate, much cheaper with tens of thousands of centroids; only
-    with approx_cells > 0).
+    measurements). Each token's best centroids are found exactly (an int8 scan of every centroid,
+    re-scored exactly: see candidates.CentroidScorer).
     full_rerank: on an index that stores the original vectors (IndexConfig.full_vectors), the
     best documents of the exact stage re-scored with those (at least k; None = full_count's
     default; 0 = off); when it covers the whole exact stage (full_rerank >= nrerank) the
@@ -53,7 +52,6 @@ class SearchParams:
     nrerank: int | None = None
     exhaustive: bool = False
     approx_cells: int = 16
-    centroid_nprobe: int = 0
     full_rerank: int | None = None
 
     def full_count(self, k: int) -> int:
@@ -72,16 +70,6 @@ class SearchParams:
         ``full``: for an index that stores its original vectors (IndexConfig.full_vectors). Its
         float16 stage makes the top k exact, so what limits quality is whether the true top k
         reach it at all: wider candidate generation (benchmarks/search_defaults.py)."""
-        params = cls._widths_for_k(k, full)
-        # centroid_nprobe 32: each query token's best centroids through the inverted file over
-        # the centroids instead of scoring all of them (at 32,768 centroids ~10 ms of a 25 ms
-        # search); overlap@10 on the 45k benchmark 0.777 against 0.778 (2 bits, k=10) and 0.998
-        # against 0.997 (full vectors)
-        params.centroid_nprobe = 32
-        return params
-
-    @classmethod
-    def _widths_for_k(cls, k: int, full: bool) -> "SearchParams":
         if full:
             if k <= 10:
                 return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)
@@ -97,10 +85,10 @@ class SearchParams:
         return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k))
 
     def validate(self) -> None:
-        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0 or self.centroid_nprobe < 0
+        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0
                 or (self.nrerank is not None and self.nrerank < 1)
                 or (self.full_rerank is not None and self.full_rerank < 0)):
-            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, centroid_nprobe, "
+            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, "
                              f"full_rerank >= 0), got {self}")
 
 
@@ -126,7 +114,7 @@ class Searcher:
         self.codec = codec
         self.segments = list(segments)
         self.threads = threads
-        self.scorer = CentroidScorer(codec.centroids)
+        self.scorer = CentroidScorer(codec.table)
         # the original vectors re-score only when every segment has them: scores must compare
         self.full = bool(self.segments) and all(seg.vectors is not None for seg in self.segments)
         # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
@@ -167,8 +155,8 @@ class Searcher:
         threads = torch.get_num_threads()
         workers = self.threads or threads
         if workers <= 1 or len(Qs) == 1:
-            return [self._plaid_one(q, k, params, masks, nfull) for q in Qs]
-        # queries in parallel (numpy, torch and faiss release the GIL), one torch thread each; this
+            return [self._plaid_traced(q, k, params, masks, nfull) for q in Qs]
+        # queries in parallel (numpy and torch release the GIL), one torch thread each; this
         # thread is one of the workers: each new thread grows a heap arena of its own (given back
         # when the batch ends)
         results: list[list[Hit]] = [[] for _ in Qs]
@@ -181,7 +169,7 @@ class Searcher:
                     j = next(todo, None)
                 if j is None:
                     return
-                results[j] = self._plaid_one(Qs[j], k, params, masks, nfull)
+                results[j] = self._plaid_traced(Qs[j], k, params, masks, nfull)
 
         torch.set_num_threads(1)
         try:
@@ -197,6 +185,11 @@ class Searcher:
         return results
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
+    def _plaid_traced(self, Q, k, params, masks, nfull) -> list[Hit]:
+        hits = self._plaid_one(Q, k, params, masks, nfull)
+        release_free_heap_every(_TRIM_SECONDS)
+        return hits
+
     def _plaid_one(self, Q: np.ndarray, k: int, params: SearchParams, masks, nfull: int) -> list[Hit]:
         """Top k of one query; the best ``nfull`` of the exact stage re-scored with the original
         vectors when nfull > 0."""
@@ -204,13 +197,13 @@ class Searcher:
         t0 = time.perf_counter()
         m = max(params.approx_cells, params.ncells)
         if params.approx_cells > 0:  # one top-m search serves probing and the approximate scores
-            vals, ids, scores = self.scorer.best(Q, m + 1, params.centroid_nprobe)
+            vals, ids = self.scorer.best(Q, m + 1)
             fallback = vals[:, m].copy()
             vals, ids = vals[:, :m], ids[:, :m]
             valid = ids >= 0
             cells = probe_cells(np.where(valid, ids, ids[:, :1]), params.ncells)
             uniq, inv = np.unique(np.where(valid, ids, 0), return_inverse=True)
-            cmax = scores.max(0)[uniq] if scores is not None else self.scorer.max_over_query(Q, uniq)
+            cmax = self.scorer.max_over_query(Q, uniq)
             cell_ok = (cmax[inv.reshape(ids.shape)] >= params.centroid_score_threshold) & valid
             ids = np.where(valid, ids, 0)
         else:

@@ -1,0 +1,110 @@
+"""The codec's centroids held in their stored precision: int8 rows with one float32 scale each
+(codecs colxm trains) or float16 (as colbert-ai stores them). Search reads only these, never a
+float32 copy, so an open index costs a quarter (int8) or half (float16) of the float32 table;
+rows come out as float32 bit for bit equal to what the float32 table would hold."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from colxm.errors import IndexFormatError, InputError
+
+KINDS = ("float16", "int8")
+
+
+def int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8 quantisation: (int8 [K, dim], float32 scales [K])."""
+    x = np.asarray(x, dtype=np.float32)
+    scales = (np.abs(x).max(1) / 127).astype(np.float32)
+    q = np.rint(x / np.where(scales > 0, scales, 1)[:, None])
+    return np.clip(q, -127, 127).astype(np.int8), scales
+
+
+def from_int8_rows(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    return np.asarray(q, dtype=np.float32) * np.asarray(scales, dtype=np.float32)[:, None]
+
+
+class CentroidTable:
+    """K centroid rows of ``dim`` values: ``values`` int8 with ``scales`` float32 [K], or float16
+    with ``scales`` None."""
+
+    def __init__(self, values: np.ndarray, scales: np.ndarray | None = None):
+        values = np.ascontiguousarray(values)
+        if values.ndim != 2:
+            raise IndexFormatError(f"centroids must be 2-D, got shape {values.shape}")
+        if values.dtype == np.int8:
+            if scales is None or np.asarray(scales).reshape(-1).shape != (values.shape[0],):
+                got = 0 if scales is None else np.asarray(scales).size
+                raise IndexFormatError(f"int8 centroids need {values.shape[0]} centroid_scales, got {got}; "
+                                       "the index is incomplete")
+            scales = np.ascontiguousarray(scales, dtype=np.float32).reshape(-1)
+        elif values.dtype == np.float16:
+            scales = None
+        else:
+            raise IndexFormatError(f"centroids have dtype {values.dtype}; expected float16 or int8")
+        self.values, self.scales = values, scales
+        self._values_t = torch.from_numpy(values)
+        self._scales_t = None if scales is None else torch.from_numpy(scales)
+        self._scan: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_float(cls, centroids: np.ndarray, kind: str) -> "CentroidTable":
+        """The table of float centroids stored as ``kind`` ("int8": per-row quantisation, exact for
+        centroids already rounded to it; "float16")."""
+        if kind not in KINDS:
+            raise InputError(f"centroid_dtype must be float16 or int8, got {kind!r}")
+        c = np.asarray(centroids, dtype=np.float32)
+        if c.ndim != 2:
+            raise IndexFormatError(f"centroids must be 2-D, got shape {c.shape}")
+        return cls(*int8_rows(c)) if kind == "int8" else cls(c.astype(np.float16))
+
+    @property
+    def kind(self) -> str:
+        return "int8" if self.scales is not None else "float16"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.values.shape)
+
+    def to_float32(self) -> np.ndarray:
+        """Every row as float32 [K, dim] (a new array)."""
+        if self.scales is not None:
+            return from_int8_rows(self.values, self.scales)
+        return self.values.astype(np.float32)
+
+    def rows(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 rows ``ids`` (int64 tensor) into ``out`` [len(ids), dim]. Raises IndexError
+        (torch's) for an id outside [0, K)."""
+        out = torch.empty((ids.shape[0], self.values.shape[1]), dtype=torch.float32) if out is None else out
+        raw = torch.index_select(self._values_t, 0, ids)
+        if self._scales_t is None:
+            out.copy_(raw)
+        else:
+            torch.mul(raw, torch.index_select(self._scales_t, 0, ids)[:, None], out=out)
+        return out
+
+    def add_rows_(self, target: torch.Tensor, ids: torch.Tensor, alloc=None, block: int = 1024) -> None:
+        """target [len(ids), dim] float32 += rows ``ids``, ``block`` rows at a time, bit for bit
+        ``target + to_float32()[ids]``. ``alloc(name, shape, dtype)`` gives the work buffers
+        (search passes its per-thread scratch: no allocation per call; default np.empty)."""
+        alloc = alloc or (lambda name, shape, dtype: np.empty(shape, dtype))
+        n, dim = ids.shape[0], self.values.shape[1]
+        rows = min(n, block)
+        raw = torch.from_numpy(alloc("centroid_raw", (rows, dim), self.values.dtype))
+        part = torch.from_numpy(alloc("centroid_part", (rows, dim), np.float32))
+        scales = None if self.scales is None else torch.from_numpy(alloc("centroid_scale", (rows, 1), np.float32))
+        for a in range(0, n, rows):
+            b = min(n, a + rows)
+            torch.index_select(self._values_t, 0, ids[a:b], out=raw[: b - a])
+            p = part[: b - a]
+            p.copy_(raw[: b - a])  # an explicit conversion: mixed-dtype in-place ops allocate a copy
+            if scales is not None:
+                torch.index_select(self._scales_t, 0, ids[a:b], out=scales[: b - a, 0])
+                p.mul_(scales[: b - a])
+            target[a:b] += p
+
+    def abs_max(self) -> float:
+        """The largest absolute value of any centroid component."""
+        if self.scales is not None:
+            return 127.0 * float(self.scales.max(initial=0.0))
+        return float(np.abs(self.values).max(initial=0).astype(np.float32))
