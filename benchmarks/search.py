@@ -208,24 +208,30 @@ def run_json(cmd, env=None, log_path=None):
 SETTINGS = {
     # session 7 (45k passages, 4.3M vectors, K=32768): cheapest to widest, then the exhaustive
     # reference (own exact MaxSim over the compressed index)
-    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=128, nrerank=32),
-              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64),
-              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=128),
-              dict(ncells=2, centroid_score_threshold=0.5, ndocs=1024, nrerank=192),
-              dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256),
-              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512),
-              dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048),
+    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=128, nrerank=32, centroid_nprobe=16),
+              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, centroid_nprobe=16),
+              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=128, centroid_nprobe=16),
+              dict(ncells=2, centroid_score_threshold=0.5, ndocs=1024, nrerank=192, centroid_nprobe=16),
+              dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256, centroid_nprobe=32),
+              dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512, centroid_nprobe=32),
+              dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, centroid_nprobe=32),
               dict(exhaustive=True)],
     # the same index plus its float16 originals (IndexConfig.full_vectors): the cheap settings
     # re-score their whole exact stage with the originals (full_rerank = nrerank: no decompression),
     # the wide ones only its best documents; no exhaustive row: with the originals it is exact
     # MaxSim over the uncompressed vectors, i.e. the truth itself
-    "colxm-full": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, full_rerank=64),
-                   dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=128, full_rerank=128),
-                   dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256, full_rerank=256),
-                   dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512, full_rerank=512),
-                   dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, full_rerank=256),
-                   dict(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)],
+    "colxm-full": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, full_rerank=64,
+                        centroid_nprobe=16),
+                   dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=128, full_rerank=128,
+                        centroid_nprobe=16),
+                   dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256, full_rerank=256,
+                        centroid_nprobe=16),
+                   dict(ncells=8, centroid_score_threshold=0.3, ndocs=4096, nrerank=512, full_rerank=512,
+                        centroid_nprobe=32),
+                   dict(ncells=16, centroid_score_threshold=0.3, ndocs=8192, nrerank=2048, full_rerank=256,
+                        centroid_nprobe=32),
+                   dict(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256,
+                        centroid_nprobe=32)],
     # colbert-ai's own defaults for k=10, k<=100 and k>100, then one wider so that its curve
     # reaches its ceiling
     "colbert": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=256),

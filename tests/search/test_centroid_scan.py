@@ -43,30 +43,60 @@ def test_rows_equal_the_float32_table(kind):
         return buffers[name]
 
     target = np.ones((5, 64), np.float32)
-    table.add_rows_(torch.from_numpy(target), ids, alloc, block=2)  # in blocks, given buffers
+    table.add_rows_(torch.from_numpy(target), ids, alloc)  # into given buffers
     assert np.array_equal(target, 1 + ref[ids.numpy()])
-    assert all(b.shape[0] == 2 for b in buffers.values())
+    assert buffers and all(b.shape[0] == 5 for b in buffers.values())
     with pytest.raises((IndexError, RuntimeError)):
         table.rows(torch.tensor([300]))
 
 
 @pytest.mark.parametrize("kind", ["int8", "float16"])
-def test_scan_finds_the_exact_best_centroids(kind):
+def test_full_scan_finds_the_best_centroids(kind):
+    """nprobe 0 scans every centroid: the top m agree with an exact float32 ranking except where
+    two scores are closer than the int8 error, and the values are within that error."""
     K, dim, m = 8192, 128, 17
     c = unit_rows(K, dim, 1, clusters=400)
     table = CentroidTable.from_float(c, kind)
-    exact_c = table.to_float32()
     scorer = CentroidScorer(table)  # 8192 >= scan_min: the int8 scan
     assert K >= scorer.scan_min
     Q = unit_rows(96, dim, 2, clusters=20)
     vals, ids = scorer.best(Q, m)
-    ref = Q @ exact_c.T
-    ref_ids = np.argsort(-ref, axis=1)[:, :m]
-    assert np.array_equal(np.sort(ids, 1), np.sort(ref_ids, 1))
-    np.testing.assert_allclose(vals, np.take_along_axis(ref, ids, 1), rtol=1e-5, atol=1e-6)
+    ref = Q @ table.to_float32().T
+    np.testing.assert_allclose(vals, np.take_along_axis(ref, ids, 1), atol=0.01)
     assert np.all(np.diff(vals, axis=1) <= 0)  # best first
-    exact = CentroidScorer(table, scan_min=K + 1).best(Q, m)  # the exact path agrees
-    assert np.array_equal(np.sort(exact[1], 1), np.sort(ids, 1))
+    kth = np.sort(ref, axis=1)[:, -m]  # the exact m-th best score of each token
+    missed = ref >= (kth + 0.01)[:, None]  # clearly inside the exact top m ...
+    found = np.zeros_like(missed)
+    np.put_along_axis(found, ids, True, axis=1)
+    assert not np.any(missed & ~found)  # ... and never missed
+    same = np.mean([len(set(a) & set(b)) for a, b in zip(ids, np.argsort(-ref, axis=1)[:, :m])]) / m
+    assert same > 0.95  # near-duplicate centroids (clusters) make close scores common here
+
+
+def test_coarse_lists_cover_the_table_and_probing_narrows_the_scan():
+    from colxm.search.centroid_scan import CentroidScan
+
+    K, dim = 8192, 64
+    table = CentroidTable.from_float(unit_rows(K, dim, 7, clusters=300), "int8")
+    scan = CentroidScan(table)
+    assert scan.num_lists == K // 64
+    assert np.array_equal(np.sort(scan.perm.numpy()), np.arange(K))  # every centroid in one list
+    assert scan.offsets[0] == 0 and scan.offsets[-1] == K and np.all(np.diff(scan.offsets) >= 0)
+    again = CentroidScan(table)  # seeded: the same lists
+    assert np.array_equal(again.perm.numpy(), scan.perm.numpy())
+    Q = torch.from_numpy(unit_rows(32, dim, 8, clusters=10))
+    pos = scan.positions(Q, 4)
+    assert 0 < pos.size < K // 2
+    assert scan.positions(Q, 0) is None and scan.positions(Q, scan.num_lists) is None
+    vals, ids = scan.top(Q, 17, 4)
+    allowed = set(scan.perm[torch.from_numpy(pos)].tolist())
+    assert set(ids.reshape(-1).tolist()) <= allowed  # only centroids of probed lists
+    # probing more lists finds the exact best more often; all of them equals the full scan
+    ref = (Q.numpy() @ table.to_float32().T)
+    best = np.argsort(-ref, axis=1)[:, :17]
+    recall = [np.mean([len(set(a) & set(b)) / 17 for a, b in zip(scan.top(Q, 17, p)[1].numpy(), best)])
+              for p in (2, 16, 0)]
+    assert recall[0] <= recall[1] <= recall[2] and recall[2] > 0.97
 
 
 def test_scan_pads_when_fewer_centroids_than_asked():

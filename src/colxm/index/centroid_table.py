@@ -83,25 +83,21 @@ class CentroidTable:
             torch.mul(raw, torch.index_select(self._scales_t, 0, ids)[:, None], out=out)
         return out
 
-    def add_rows_(self, target: torch.Tensor, ids: torch.Tensor, alloc=None, block: int = 1024) -> None:
-        """target [len(ids), dim] float32 += rows ``ids``, ``block`` rows at a time, bit for bit
-        ``target + to_float32()[ids]``. ``alloc(name, shape, dtype)`` gives the work buffers
-        (search passes its per-thread scratch: no allocation per call; default np.empty)."""
+    def add_rows_(self, target: torch.Tensor, ids: torch.Tensor, alloc=None) -> None:
+        """target [len(ids), dim] float32 += rows ``ids``, bit for bit ``target + to_float32()[ids]``.
+        ``alloc(name, shape, dtype)`` gives the work buffers (search passes its per-thread scratch:
+        no allocation per call; default np.empty)."""
         alloc = alloc or (lambda name, shape, dtype: np.empty(shape, dtype))
         n, dim = ids.shape[0], self.values.shape[1]
-        rows = min(n, block)
-        raw = torch.from_numpy(alloc("centroid_raw", (rows, dim), self.values.dtype))
-        part = torch.from_numpy(alloc("centroid_part", (rows, dim), np.float32))
-        scales = None if self.scales is None else torch.from_numpy(alloc("centroid_scale", (rows, 1), np.float32))
-        for a in range(0, n, rows):
-            b = min(n, a + rows)
-            torch.index_select(self._values_t, 0, ids[a:b], out=raw[: b - a])
-            p = part[: b - a]
-            p.copy_(raw[: b - a])  # an explicit conversion: mixed-dtype in-place ops allocate a copy
-            if scales is not None:
-                torch.index_select(self._scales_t, 0, ids[a:b], out=scales[: b - a, 0])
-                p.mul_(scales[: b - a])
-            target[a:b] += p
+        raw = torch.from_numpy(alloc("centroid_raw", (n, dim), self.values.dtype))
+        torch.index_select(self._values_t, 0, ids, out=raw)
+        part = torch.from_numpy(alloc("centroid_part", (n, dim), np.float32))
+        part.copy_(raw)  # an explicit conversion: mixed-dtype in-place ops allocate a copy
+        if self.scales is not None:
+            scales = torch.from_numpy(alloc("centroid_scale", (n, 1), np.float32))
+            torch.index_select(self._scales_t, 0, ids, out=scales[:, 0])
+            part.mul_(scales)
+        target += part
 
     def abs_max(self) -> float:
         """The largest absolute value of any centroid component."""

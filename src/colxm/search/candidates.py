@@ -14,14 +14,13 @@ import numpy as np
 import torch
 
 from colxm.index.centroid_table import CentroidTable
+from colxm.search.centroid_scan import CentroidScan
 from colxm.search.data import SegmentData, token_ranges
 from colxm.search.memory import scratch
 from colxm.search.rerank import segment_max
 
 NEG = np.float32(-1e4)
 _SCAN_MIN = 4096  # see CentroidScorer
-_SCAN_MARGIN = 16  # centroids re-scored exactly beyond the m asked for
-_GROUP = 64  # centroids per group of the scan's narrowing
 _ROWS_PER_BLOCK = 4096  # centroid rows converted to float32 at once by all()
 
 
@@ -117,18 +116,17 @@ def approx_scores_lists(seg: SegmentData, docs: np.ndarray, vals: np.ndarray, ce
 class CentroidScorer:
     """Scores query tokens against the codec's centroids (a :class:`CentroidTable`).
 
-    Each token's best centroids come from a scan of all of them in int8 (one integer matmul reads
-    a quarter of a float32 table; the scan is memory-bound), narrowed by groups of 64 (each
-    group's best approximate score) and re-scored exactly on the stored centroids: the exact top m
-    whenever the int8 error (~1e-4 of a score) does not move a centroid across 16 places of the
-    ranking. No faiss index (it held a float32 copy of the table and its library: ~35 MB of RSS)."""
+    Each token's best centroids come from an int8 scan (:class:`CentroidScan`: the lists probed by
+    any of the query's tokens, or every centroid), narrowed by groups of 64 and re-scored exactly
+    on the stored centroids: the exact top m of the scanned centroids whenever the int8 error
+    (~1e-3 of a score) does not move a centroid across 16 places of the ranking."""
 
     def __init__(self, table: CentroidTable, scan_min: int = _SCAN_MIN):
         """scan_min: from this many centroids best() scans in int8; below it every centroid is
         scored exactly (one small matmul)."""
         self.table = table
         self.scan_min = scan_min
-        self._scan8: torch.Tensor | None = None
+        self._scan: CentroidScan | None = None
         self._lock = threading.Lock()
 
     @property
@@ -147,59 +145,27 @@ class CentroidScorer:
             out[:, a:b] = (rows @ Qt.T).T.numpy()
         return out
 
-    def best(self, Q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """(values, ids) [Lq, m] of each token's m best centroids, best first, exact scores.
-        Ids are -1 (values -1e4) where there are fewer than m centroids."""
+    def best(self, Q: np.ndarray, m: int, nprobe: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(values, ids) [Lq, m] of each token's m best centroids, best first; ``nprobe`` > 0:
+        among the centroids of the coarse lists that any token probes (each its ``nprobe``
+        best), 0: among all. Below ``scan_min`` centroids every score is exact; above, the
+        int8 scan's (within ~1e-3). Ids are -1 (values -1e4) where fewer were found."""
         K = self.num_centroids
         if K < self.scan_min:
             vals, ids = torch.topk(torch.from_numpy(self.all(Q)), min(m, K), dim=1)
         else:
-            ids = self._scan(torch.from_numpy(Q), min(K, m + _SCAN_MARGIN))
-            lq, r = ids.shape
-            rows = self.table.rows(ids.reshape(-1), torch.from_numpy(scratch("centroid_rows", (lq * r, Q.shape[1]))))
-            exact = torch.bmm(rows.view(lq, r, -1), torch.from_numpy(Q)[:, :, None])[:, :, 0]
-            vals, pos = torch.topk(exact, min(m, K), dim=1)
-            ids = torch.gather(ids, 1, pos)
+            vals, ids = self._scanner().top(torch.from_numpy(Q), m, nprobe)
         vals, ids = vals.numpy(), ids.numpy()
-        if m > K:
-            pad = ((0, 0), (0, m - K))
+        if m > ids.shape[1]:
+            pad = ((0, 0), (0, m - ids.shape[1]))
             vals, ids = np.pad(vals, pad, constant_values=NEG), np.pad(ids, pad, constant_values=-1)
         return vals, ids
 
-    def _scan_matrix(self) -> torch.Tensor:
-        """The table quantised to int8 with one scale for all rows (so integer scores rank a
-        token's centroids directly), padded with zero rows to whole groups; built on first use.
-        4 bytes of RSS per centroid dimension fewer than float32; the table's own int8 rows have
-        a scale each, which would cost a float pass over every score."""
+    def _scanner(self) -> CentroidScan:
         with self._lock:
-            if self._scan8 is None:
-                K, dim = self.table.shape
-                scale = self.table.abs_max() / 127 or 1.0
-                m = torch.zeros((-(-K // _GROUP) * _GROUP, dim), dtype=torch.int8)
-                for a in range(0, K, _ROWS_PER_BLOCK):
-                    rows = self.table.rows(torch.arange(a, min(K, a + _ROWS_PER_BLOCK)))
-                    m[a:a + rows.shape[0]] = torch.round(rows / scale).clamp_(-127, 127).to(torch.int8)
-                self._scan8 = m
-            return self._scan8
-
-    def _scan(self, Q: torch.Tensor, r: int) -> torch.Tensor:
-        """int64 [Lq, r]: each token's r best centroids by int8 scores (unordered)."""
-        C8 = self._scan_matrix()
-        K, (lq, padded) = self.num_centroids, (Q.shape[0], C8.shape[0])
-        q8 = torch.round(Q / (Q.abs().amax(1, keepdim=True) / 127).clamp_min(1e-30)).to(torch.int8)
-        scores = torch.from_numpy(scratch("centroid_scan", (lq, padded), np.int32, headroom=False))
-        torch._int_mm(q8, C8.T, out=scores)  # each row in units of its own token's scale
-        scores[:, K:] = torch.iinfo(torch.int32).min
-        groups = padded // _GROUP
-        by_group = scores.view(lq, groups, _GROUP)
-        top_groups = torch.topk(by_group.amax(2), min(r, groups), dim=1).indices
-        # the r best lie in the r groups with the best maxima: their scores gathered into scratch
-        # (expanded group indexes are a view: no [Lq, r * 64] index array is built)
-        g = top_groups.shape[1]
-        cand = torch.from_numpy(scratch("centroid_scan_groups", (lq, g, _GROUP), np.int32))
-        torch.gather(by_group, 1, top_groups[:, :, None].expand(lq, g, _GROUP), out=cand)
-        pos = torch.topk(cand.view(lq, -1), r, dim=1).indices
-        return torch.gather(top_groups, 1, pos // _GROUP) * _GROUP + pos % _GROUP
+            if self._scan is None:
+                self._scan = CentroidScan(self.table)
+            return self._scan
 
     def max_over_query(self, Q: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Best score over the query's tokens of each centroid in ``cells`` (PLAID's pruning test)."""

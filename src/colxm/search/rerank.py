@@ -30,7 +30,7 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     """
     n = residuals.shape[0]
     D = codec.decompress_residuals(residuals, out=scratch("vectors", (n, codec.dim)),
-                                   index_buffer=scratch("residual_index", (min(n, 1024), codec.packed_dim), np.intp))
+                                   index_buffer=scratch("residual_index", (n, codec.packed_dim), np.intp))
     Dt = torch.from_numpy(D)
     codes_t = torch.from_numpy(np.asarray(codes, dtype=np.int64))
     try:

@@ -37,8 +37,11 @@ class SearchParams:
     approx_cells: approximate scores are read from each query token's approx_cells best centroids'
     inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
     over every code of every candidate, pruned then unpruned (slower, same quality in our
-    measurements). Each token's best centroids are found exactly (an int8 scan of every centroid,
-    re-scored exactly: see candidates.CentroidScorer).
+    measurements). centroid_nprobe: where each token's best centroids are looked for (an int8
+    scan, re-scored exactly: search.centroid_scan); 0 = among every centroid; n > 0 = among the
+    centroids of the coarse lists (~64 centroids each) that any token of the query ranks in its
+    n best (approximate, several times cheaper with tens of thousands of centroids; only with
+    approx_cells > 0).
     full_rerank: on an index that stores the original vectors (IndexConfig.full_vectors), the
     best documents of the exact stage re-scored with those (at least k; None = full_count's
     default; 0 = off); when it covers the whole exact stage (full_rerank >= nrerank) the
@@ -52,6 +55,7 @@ class SearchParams:
     nrerank: int | None = None
     exhaustive: bool = False
     approx_cells: int = 16
+    centroid_nprobe: int = 0
     full_rerank: int | None = None
 
     def full_count(self, k: int) -> int:
@@ -70,6 +74,15 @@ class SearchParams:
         ``full``: for an index that stores its original vectors (IndexConfig.full_vectors). Its
         float16 stage makes the top k exact, so what limits quality is whether the true top k
         reach it at all: wider candidate generation (benchmarks/search_defaults.py)."""
+        params = cls._widths_for_k(k, full)
+        # centroid_nprobe 32: each token's best centroids among the coarse lists the query's
+        # tokens probe (about a third of 32,768 centroids) instead of all of them (measured on
+        # the 45k benchmark: see benchmarks/README.md, Search, session 9)
+        params.centroid_nprobe = 32
+        return params
+
+    @classmethod
+    def _widths_for_k(cls, k: int, full: bool) -> "SearchParams":
         if full:
             if k <= 10:
                 return cls(ncells=32, centroid_score_threshold=0.2, ndocs=16384, nrerank=4096, full_rerank=256)
@@ -85,10 +98,10 @@ class SearchParams:
         return cls(ncells=16, centroid_score_threshold=0.3, ndocs=16384, nrerank=max(2048, 8 * k))
 
     def validate(self) -> None:
-        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0
+        if (self.ncells < 1 or self.ndocs < 1 or self.approx_cells < 0 or self.centroid_nprobe < 0
                 or (self.nrerank is not None and self.nrerank < 1)
                 or (self.full_rerank is not None and self.full_rerank < 0)):
-            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, "
+            raise InputError(f"ncells, ndocs and nrerank must be >= 1 (approx_cells, centroid_nprobe, "
                              f"full_rerank >= 0), got {self}")
 
 
@@ -197,7 +210,7 @@ class Searcher:
         t0 = time.perf_counter()
         m = max(params.approx_cells, params.ncells)
         if params.approx_cells > 0:  # one top-m search serves probing and the approximate scores
-            vals, ids = self.scorer.best(Q, m + 1)
+            vals, ids = self.scorer.best(Q, m + 1, params.centroid_nprobe)
             fallback = vals[:, m].copy()
             vals, ids = vals[:, :m], ids[:, :m]
             valid = ids >= 0
