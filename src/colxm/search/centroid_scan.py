@@ -18,6 +18,7 @@ from colxm.search.memory import release_free_heap, scratch
 GROUP = 64  # scanned centroids per group when narrowing to each token's best
 _INT_MIN = torch.iinfo(torch.int32).min
 _ROWS = 4096  # table rows converted to float32 at once while building
+_CHUNK = 4096  # scanned rows per integer matmul
 
 
 class CentroidScan:
@@ -62,27 +63,37 @@ class CentroidScan:
         lq, dim = Q.shape
         pos = self.positions(Q, nprobe)
         n = self.c8.shape[0] if pos is None else pos.size
-        padded = -(-n // GROUP) * GROUP
-        rows = torch.from_numpy(scratch("scan_rows", (padded, dim), np.int8))
-        if pos is None:
-            rows[:n] = self.c8
-        else:
-            torch.index_select(self.c8, 0, torch.from_numpy(pos), out=rows[:n])
-        rows[n:] = 0
         q_scale = (Q.abs().amax(1, keepdim=True) / 127).clamp_min(1e-30)
         q8 = torch.round(Q / q_scale).to(torch.int8)
-        scores = torch.from_numpy(scratch("scan_scores", (lq, padded), np.int32))
-        torch._int_mm(q8, rows.T, out=scores)  # each row in units of its own token's scale
-        scores[:, n:] = _INT_MIN
-        groups = padded // GROUP
-        by_group = scores.view(lq, groups, GROUP)
-        g = min(r, groups)
-        top_groups = torch.topk(by_group.amax(2), g, dim=1).indices
-        # the r best lie in the r groups with the best maxima; expanded indexes are a view
-        cand = torch.from_numpy(scratch("scan_groups", (lq, g, GROUP), np.int32))
-        torch.gather(by_group, 1, top_groups[:, :, None].expand(lq, g, GROUP), out=cand)
+        # _CHUNK scanned rows at a time (gathered when probing: a copy of all would be up to half
+        # the table); each chunk keeps only its g best groups of 64 by their maxima, as the r best
+        # of all lie in the r groups with the best maxima (scores: int8 products, each row in
+        # units of its own token's scale)
+        nchunks = -(-n // _CHUNK)
+        g = min(r, _CHUNK // GROUP)
+        cand = torch.from_numpy(scratch("scan_cand", (lq, nchunks, g, GROUP), np.int32))
+        cand.fill_(_INT_MIN)  # chunks with fewer than g groups leave the rest empty
+        gids = torch.from_numpy(scratch("scan_cand_groups", (lq, nchunks, g), np.int64))
+        gids.zero_()
+        for c in range(nchunks):
+            a, b = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+            w = -(-(b - a) // GROUP) * GROUP
+            rows = torch.from_numpy(scratch("scan_rows", (w, dim), np.int8))
+            if pos is None:
+                rows[: b - a] = self.c8[a:b]
+            else:
+                torch.index_select(self.c8, 0, torch.from_numpy(pos[a:b]), out=rows[: b - a])
+            rows[b - a:] = 0
+            part = torch.from_numpy(scratch("scan_part", (lq, w), np.int32))
+            torch._int_mm(q8, rows.T, out=part)
+            part[:, b - a:] = _INT_MIN
+            by_group = part.view(lq, w // GROUP, GROUP)
+            k = min(g, w // GROUP)
+            top_groups = torch.topk(by_group.amax(2), k, dim=1).indices
+            cand[:, c, :k] = torch.gather(by_group, 1, top_groups[:, :, None].expand(lq, k, GROUP))
+            gids[:, c, :k] = top_groups + a // GROUP
         best, found = torch.topk(cand.view(lq, -1), min(r, n), dim=1)
-        at = torch.gather(top_groups, 1, found // GROUP) * GROUP + found % GROUP  # scanned row
+        at = torch.gather(gids.view(lq, -1), 1, found // GROUP) * GROUP + found % GROUP  # scanned row
         if pos is not None:
             at = torch.from_numpy(pos)[at]
         return best.to(torch.float32).mul_(q_scale * self.scale), self.perm[at]
