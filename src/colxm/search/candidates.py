@@ -116,10 +116,10 @@ def approx_scores_lists(seg: SegmentData, docs: np.ndarray, vals: np.ndarray, ce
 class CentroidScorer:
     """Scores query tokens against the codec's centroids (a :class:`CentroidTable`).
 
-    Each token's best centroids come from an int8 scan (:class:`CentroidScan`: the lists probed by
-    any of the query's tokens, or every centroid), narrowed by groups of 64 and re-scored exactly
-    on the stored centroids: the exact top m of the scanned centroids whenever the int8 error
-    (~1e-3 of a score) does not move a centroid across 16 places of the ranking."""
+    From ``scan_min`` centroids, each token's best centroids come from an int8 scan
+    (:class:`CentroidScan`: the coarse lists probed by any of the query's tokens, or every
+    centroid), with scores within ~1e-3 of the exact ones; below it, from exact scores of all.
+    The pruning test (max_over_query) is always exact. No float32 copy of the table is kept."""
 
     def __init__(self, table: CentroidTable, scan_min: int = _SCAN_MIN):
         """scan_min: from this many centroids best() scans in int8; below it every centroid is

@@ -25,7 +25,7 @@ def release_free_heap() -> None:
     """Return freed heap pages to the system (glibc's ``malloc_trim``; a no-op elsewhere).
 
     glibc only shrinks the heap from its top, so a large transient freed below a block that
-    stays alive (the ~20 MB of argsort behind a transposed inverted list, faiss's training
+    stays alive (the ~20 MB of argsort behind a transposed inverted list, the coarse k-means's
     buffers) would otherwise stay in the process's RSS for its whole life."""
     if _TRIM is not None:
         _TRIM(0)
