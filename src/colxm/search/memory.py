@@ -51,7 +51,7 @@ def release_free_heap_every(seconds: float) -> None:
 _local = threading.local()
 
 
-def scratch(name: str, shape: tuple[int, ...], dtype=np.float32, headroom: bool = True) -> np.ndarray:
+def scratch(name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     """This thread's reusable buffer ``name`` viewed as a C-contiguous ``shape`` array (grown when
     too small). Valid until the thread's next call with the same name: the large per-block
     arrays of scoring are reused instead of allocated per block, which would fragment the heap
@@ -62,6 +62,5 @@ def scratch(name: str, shape: tuple[int, ...], dtype=np.float32, headroom: bool 
     n = math.prod(shape)
     buf = bufs.get(name)
     if buf is None or buf.size < n or buf.dtype != dtype:
-        # headroom (unless the caller's shapes are fixed): blocks vary a little
-        buf = bufs[name] = np.empty(n + n // 4 if headroom else n, dtype=dtype)
+        buf = bufs[name] = np.empty(n + n // 4, dtype=dtype)  # headroom: blocks vary a little
     return buf[:n].reshape(shape)
