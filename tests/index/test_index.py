@@ -300,3 +300,21 @@ def test_reindex_when_the_collection_outgrew_its_centroids(tmp_path):
     assert report.done and "centroids" in report.reason and idx.stats()["num_centroids"] >= 2 * k0
     assert len(idx) == 330 and idx.verify() == [] and top1(idx, "n42 v0") == "n42"
     idx.close()
+
+
+def test_later_snapshots_share_an_unchanged_codec_and_its_scorer(built):
+    """An update keeps the codec files: the next snapshot reuses the codec and the centroid scorer
+    (whose coarse lists are built once); a reindex writes a new codec, which is loaded afresh."""
+    top1(built, "d1 v0")
+    first = built._snap
+    built.add(*docs_and_vectors(["n1", "n2"]))
+    second = built._snap
+    assert second is not first and second.codec is first.codec
+    assert second.searcher.scorer is first.searcher.scorer
+    assert top1(built, "n2 v0") == "n2"
+    raw = dict(zip([f"d{i}" for i in range(60)] + ["n1", "n2"],
+                   docs_and_vectors([f"d{i}" for i in range(60)] + ["n1", "n2"])[1]))
+    built.reindex(force=True, embeddings=lambda keys: [raw[d] for d, _ in keys])
+    third = built._snap
+    assert third.codec is not second.codec and third.searcher.scorer is not second.searcher.scorer
+    assert top1(built, "n1 v0") == "n1"

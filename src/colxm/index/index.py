@@ -186,7 +186,7 @@ class Index:
         if gen == self._snap.generation:
             return False
         # the old snapshot closes when the last search using it lets go of it
-        self._snap = open_snapshot(self.path)
+        self._snap = open_snapshot(self.path, self._snap)
         return True
 
     def ids(self) -> list[str]:
@@ -381,7 +381,7 @@ class Index:
             return
         work.commit()
         # the old snapshot is not closed: a search in another thread may still be using it
-        self._snap = open_snapshot(self.path)
+        self._snap = open_snapshot(self.path, self._snap)
         W.collect_garbage(self.path, self._snap.manifest)
         only = M.merge_candidates(self._snap.manifest)
         if only:
@@ -393,7 +393,7 @@ class Index:
                 work.discard()
                 log.warning("automatic segment merge failed (%s); run optimize() later", e)
                 return
-            self._snap = open_snapshot(self.path)
+            self._snap = open_snapshot(self.path, self._snap)
             W.collect_garbage(self.path, self._snap.manifest)
 
     def _rollback(self) -> None:

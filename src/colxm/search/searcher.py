@@ -122,12 +122,14 @@ def _as_query_list(queries, dim: int) -> list[np.ndarray]:
 class Searcher:
     """Searches token-vector queries over segments that share one codec."""
 
-    def __init__(self, codec: ResidualCodec, segments: list[SegmentData], threads: int | None = None):
-        """threads: queries of a batch searched in parallel (None = torch's intra-op thread count)."""
+    def __init__(self, codec: ResidualCodec, segments: list[SegmentData], threads: int | None = None,
+                 scorer: CentroidScorer | None = None):
+        """threads: queries of a batch searched in parallel (None = torch's intra-op thread count);
+        scorer: a CentroidScorer of this codec to share (a later snapshot of the same index)."""
         self.codec = codec
         self.segments = list(segments)
         self.threads = threads
-        self.scorer = CentroidScorer(codec.table)
+        self.scorer = scorer if scorer is not None and scorer.table is codec.table else CentroidScorer(codec.table)
         # the original vectors re-score only when every segment has them: scores must compare
         self.full = bool(self.segments) and all(seg.vectors is not None for seg in self.segments)
         # seconds spent per stage since creation (benchmarks/scale.py reports where the time goes)
