@@ -40,7 +40,9 @@ def test_exhaustive_matches_bruteforce_on_decompressed(setup):
 # overlap with exhaustive rose from 0.969 to 0.982 with it (benchmarks/README.md, Search).
 @pytest.mark.parametrize("params,scan", [(SearchParams(ncells=4, ndocs=1024, nrerank=512), False),  # approximate scores from the lists
                                          (SearchParams(ncells=4, ndocs=512, approx_cells=0), False),  # colbert-ai's way
-                                         (SearchParams(ncells=4, ndocs=1024, nrerank=512), True)])  # int8 centroid scan
+                                         (SearchParams(ncells=4, ndocs=1024, nrerank=512), True),  # int8 centroid scan
+                                         # ... of the coarse lists probed by the tokens (2 of 8 each)
+                                         (SearchParams(ncells=4, ndocs=1024, nrerank=512, centroid_nprobe=2), True)])
 def test_plaid_overlap_with_exhaustive(params, scan):
     # 3000 docs: the candidate and ndocs stages really cut (ndocs=512 keeps < 20% of the docs)
     docs, _ = clustered_docs(n_docs=3000, dim=32, n_topics=200, seed=0)
