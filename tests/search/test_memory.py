@@ -69,6 +69,24 @@ def test_threads_give_the_same_results(setup, params):
         np.testing.assert_allclose([h[2] for h in a], [h[2] for h in b], rtol=1e-6)
 
 
+def test_threads_share_one_centroid_scan(setup):
+    """The int8 scan (forced on this small codebook) under a batch of 3 threads: one scan built,
+    per-thread buffers, the same results as one query at a time."""
+    codec, segs, queries = setup
+    params = SearchParams(ncells=4, ndocs=256, nrerank=64, centroid_nprobe=1)  # 1 of 2 coarse lists
+    single = Searcher(codec, segs, threads=1)
+    single.scorer.scan_min = 0
+    one = [single.search(q, k=7, params=params)[0] for q in queries]
+    batch = Searcher(codec, segs, threads=3)
+    batch.scorer.scan_min = 0
+    many = batch.search(queries, k=7, params=params)
+    scan = batch.scorer._scan
+    assert scan is not None and scan.num_lists == 2
+    for a, b in zip(many, one):
+        assert {h[:2] for h in a} == {h[:2] for h in b}
+    assert batch.scorer._scanner() is scan  # built once
+
+
 @pytest.mark.parametrize("nbits", [1, 2, 4])
 def test_decompress_into_a_buffer(nbits):
     rng = np.random.default_rng(nbits)
