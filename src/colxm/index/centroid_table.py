@@ -45,7 +45,6 @@ class CentroidTable:
         self.values, self.scales = values, scales
         self._values_t = torch.from_numpy(values)
         self._scales_t = None if scales is None else torch.from_numpy(scales)
-        self._scan: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_float(cls, centroids: np.ndarray, kind: str) -> "CentroidTable":
@@ -72,32 +71,28 @@ class CentroidTable:
             return from_int8_rows(self.values, self.scales)
         return self.values.astype(np.float32)
 
-    def rows(self, ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """float32 rows ``ids`` (int64 tensor) into ``out`` [len(ids), dim]. Raises IndexError
+    def rows(self, ids: torch.Tensor, out: torch.Tensor | None = None, alloc=None) -> torch.Tensor:
+        """float32 rows ``ids`` (int64 tensor) into ``out`` [len(ids), dim], bit for bit
+        ``to_float32()[ids]``. ``alloc(name, shape, dtype)`` gives the work buffers (search passes
+        its per-thread scratch: no allocation per call; default np.empty). Raises IndexError
         (torch's) for an id outside [0, K)."""
-        out = torch.empty((ids.shape[0], self.values.shape[1]), dtype=torch.float32) if out is None else out
-        raw = torch.index_select(self._values_t, 0, ids)
-        if self._scales_t is None:
-            out.copy_(raw)
-        else:
-            torch.mul(raw, torch.index_select(self._scales_t, 0, ids)[:, None], out=out)
+        alloc = alloc or (lambda name, shape, dtype: np.empty(shape, dtype))
+        n, dim = ids.shape[0], self.values.shape[1]
+        out = torch.empty((n, dim), dtype=torch.float32) if out is None else out
+        raw = torch.from_numpy(alloc("centroid_raw", (n, dim), self.values.dtype))
+        torch.index_select(self._values_t, 0, ids, out=raw)
+        out.copy_(raw)  # an explicit conversion: mixed-dtype in-place ops allocate a copy
+        if self._scales_t is not None:
+            scales = torch.from_numpy(alloc("centroid_scale", (n, 1), np.float32))
+            torch.index_select(self._scales_t, 0, ids, out=scales[:, 0])
+            out.mul_(scales)
         return out
 
     def add_rows_(self, target: torch.Tensor, ids: torch.Tensor, alloc=None) -> None:
-        """target [len(ids), dim] float32 += rows ``ids``, bit for bit ``target + to_float32()[ids]``.
-        ``alloc(name, shape, dtype)`` gives the work buffers (search passes its per-thread scratch:
-        no allocation per call; default np.empty)."""
+        """target [len(ids), dim] float32 += rows ``ids``, bit for bit ``target + to_float32()[ids]``
+        (``alloc``: as for :meth:`rows`)."""
         alloc = alloc or (lambda name, shape, dtype: np.empty(shape, dtype))
-        n, dim = ids.shape[0], self.values.shape[1]
-        raw = torch.from_numpy(alloc("centroid_raw", (n, dim), self.values.dtype))
-        torch.index_select(self._values_t, 0, ids, out=raw)
-        part = torch.from_numpy(alloc("centroid_part", (n, dim), np.float32))
-        part.copy_(raw)  # an explicit conversion: mixed-dtype in-place ops allocate a copy
-        if self.scales is not None:
-            scales = torch.from_numpy(alloc("centroid_scale", (n, 1), np.float32))
-            torch.index_select(self._scales_t, 0, ids, out=scales[:, 0])
-            part.mul_(scales)
-        target += part
+        target += self.rows(ids, torch.from_numpy(alloc("centroid_part", tuple(target.shape), np.float32)), alloc)
 
     def abs_max(self) -> float:
         """The largest absolute value of any centroid component."""

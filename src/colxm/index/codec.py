@@ -63,7 +63,6 @@ class ResidualCodec:
         self.nbits, self.dim = int(nbits), int(dim)
         self.table = table if table is not None else CentroidTable.from_float(centroids, centroid_dtype)
         self._centroids = None if centroids is None else np.ascontiguousarray(centroids, dtype=np.float32)
-        self.centroid_dtype = self.table.kind
         self.bucket_cutoffs = np.asarray(bucket_cutoffs, dtype=np.float32).reshape(-1)
         self.bucket_weights = np.asarray(bucket_weights, dtype=np.float32).reshape(-1)
         nb = 1 << self.nbits
@@ -80,6 +79,11 @@ class ResidualCodec:
     def __repr__(self) -> str:
         return (f"ResidualCodec(nbits={self.nbits}, dim={self.dim}, num_centroids={self.num_centroids}, "
                 f"centroid_dtype={self.centroid_dtype!r})")
+
+    @property
+    def centroid_dtype(self) -> str:
+        """How the table is stored: "int8" (rows with a scale each) or "float16"."""
+        return self.table.kind
 
     @property
     def centroids(self) -> np.ndarray:
@@ -198,7 +202,7 @@ class ResidualCodec:
         return out
 
     def _centroid_ivf(self):
-        if getattr(self, "_ivf", None) is None:
+        if self._ivf is None:
             import faiss
 
             quantizer = faiss.IndexFlatIP(self.dim)

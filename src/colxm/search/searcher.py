@@ -38,7 +38,7 @@ class SearchParams:
     inverted lists (candidates lacking them get the next best score); 0 = colbert-ai's way, a pass
     over every code of every candidate, pruned then unpruned (slower, same quality in our
     measurements). centroid_nprobe: where each token's best centroids are looked for (an int8
-    scan, re-scored exactly: search.centroid_scan); 0 = among every centroid; n > 0 = among the
+    scan, scores within ~1e-3: search.centroid_scan); 0 = among every centroid; n > 0 = among the
     centroids of the coarse lists (~64 centroids each) that any token of the query ranks in its
     n best (approximate, several times cheaper with tens of thousands of centroids; only with
     approx_cells > 0).
@@ -170,7 +170,7 @@ class Searcher:
         threads = torch.get_num_threads()
         workers = self.threads or threads
         if workers <= 1 or len(Qs) == 1:
-            return [self._plaid_traced(q, k, params, masks, nfull) for q in Qs]
+            return [self._plaid_then_trim(q, k, params, masks, nfull) for q in Qs]
         # queries in parallel (numpy and torch release the GIL), one torch thread each; this
         # thread is one of the workers: each new thread grows a heap arena of its own (given back
         # when the batch ends)
@@ -184,7 +184,7 @@ class Searcher:
                     j = next(todo, None)
                 if j is None:
                     return
-                results[j] = self._plaid_traced(Qs[j], k, params, masks, nfull)
+                results[j] = self._plaid_then_trim(Qs[j], k, params, masks, nfull)
 
         torch.set_num_threads(1)
         try:
@@ -200,7 +200,7 @@ class Searcher:
         return results
 
     # ---- approximate (PLAID) ------------------------------------------------------------------
-    def _plaid_traced(self, Q, k, params, masks, nfull) -> list[Hit]:
+    def _plaid_then_trim(self, Q, k, params, masks, nfull) -> list[Hit]:
         hits = self._plaid_one(Q, k, params, masks, nfull)
         release_free_heap_every(_TRIM_SECONDS)
         return hits
