@@ -54,10 +54,13 @@ def test_round_trip_within_quantisation_bound(nbits):
     recon = codec.bucket_weights[buckets]
     bound = np.maximum(np.abs(edges[buckets] - recon), np.abs(edges[buckets.astype(int) + 1] - recon))
     assert np.all(np.abs(resid - recon) <= bound + 1e-6)
-    # decompressed vectors are the normalised centroid + reconstructed residual, close to the input
-    dec = codec.decompress(codes, res)
+    # decompressed vectors are centroid + reconstructed residual: as they are for search (codecs
+    # colxm trains score them so), normalised as an estimate of the (unit) input
     expect = codec.centroids[codes] + recon
+    assert codec.normalize is False
+    np.testing.assert_allclose(codec.decompress(codes, res), expect, atol=1e-6)
     expect /= np.linalg.norm(expect, axis=1, keepdims=True)
+    dec = codec.decompress(codes, res, normalize=True)
     np.testing.assert_allclose(dec, expect, atol=1e-5)
     cos = (dec * x).sum(1)
     assert cos.mean() > {1: 0.9, 2: 0.96, 4: 0.99}[nbits]
@@ -106,6 +109,10 @@ def test_arrays_round_trip_and_errors():
                              bucket_cutoffs=codec.bucket_cutoffs, bucket_weights=codec.bucket_weights,
                              avg_residual=codec.avg_residual)
     assert imported.to_arrays()["centroids"].dtype == np.float16
+    # how search scores decompressed vectors round-trips; a codec written before the choice
+    # existed (no "normalize" array) keeps colbert-ai's normalised scoring
+    assert imported.normalize and not codec.normalize and not again.normalize
+    assert ResidualCodec.from_arrays({k: v for k, v in arrays.items() if k != "normalize"}).normalize
     with pytest.raises(IndexFormatError, match="centroid_scales"):
         ResidualCodec.from_arrays({k: v for k, v in arrays.items() if k != "centroid_scales"})
     with pytest.raises(IndexFormatError):

@@ -55,12 +55,14 @@ def test_plaid_overlap_with_exhaustive(params, scan):
     ap = s.search(queries, k=10, params=params)
     ov = np.mean([len({h[:2] for h in a} & {h[:2] for h in e}) / 10 for a, e in zip(ap, ex)])
     assert ov >= 0.99
-    # scores of PLAID hits are exact scores
-    for a, e in zip(ap, ex):
+    # scores of PLAID hits are the exact scores, computed in integers (int8 query rows): each
+    # query token's similarity within ~1e-3 of exhaustive search's float32 one (bounded in
+    # tests/search/test_rerank.py), here 8 tokens of 32 dimensions
+    for q, a, e in zip(queries, ap, ex):
         ed = {h[:2]: h[2] for h in e}
         for h in a:
             if h[:2] in ed:
-                assert abs(ed[h[:2]] - h[2]) < 1e-4
+                assert abs(ed[h[:2]] - h[2]) <= 2e-3 * len(q)
 
 
 def test_tight_params_still_return_k(setup):

@@ -54,8 +54,13 @@ class ResidualCodec:
     """
 
     def __init__(self, nbits: int, dim: int, centroids: np.ndarray | None, bucket_cutoffs, bucket_weights,
-                 avg_residual: float, centroid_dtype: str = "float16", table: CentroidTable | None = None):
-        """``centroids``: float32 [K, dim], rows L2-normalised; or None with ``table`` given."""
+                 avg_residual: float, centroid_dtype: str = "float16", table: CentroidTable | None = None,
+                 normalize: bool = True):
+        """``centroids``: float32 [K, dim], rows L2-normalised; or None with ``table`` given.
+        ``normalize``: search scores decompressed vectors L2-normalised, as colbert-ai does (kept
+        for imported indexes, whose results must match colbert-ai's); False scores centroid +
+        residual as they are, which codecs colxm trains use: on real 2-bit data that keeps more
+        of the exact top 10 (benchmarks/README.md, Search, session 10)."""
         if nbits not in NBITS:
             raise InputError(f"nbits must be one of {NBITS}, got {nbits}")
         if dim <= 0 or dim % 8:
@@ -73,7 +78,9 @@ class ResidualCodec:
                 f"bucket cutoffs/weights have shapes {self.bucket_cutoffs.shape}/{self.bucket_weights.shape}, "
                 f"expected ({nb - 1},)/({nb},) for nbits={self.nbits}")
         self.avg_residual = float(np.float32(avg_residual))  # stored as float32, as colbert-ai
+        self.normalize = bool(normalize)
         self._lut: np.ndarray | None = None
+        self._lut8: tuple[torch.Tensor, float] | None = None
         self._ivf = None
 
     def __repr__(self) -> str:
@@ -108,6 +115,19 @@ class ResidualCodec:
         if self._lut is None:
             self._lut = np.ascontiguousarray(self.bucket_weights[byte_bucket_table(self.nbits)])
         return self._lut
+
+    @property
+    def int8_weight_lut(self) -> tuple[torch.Tensor, float]:
+        """(lut, scale): residual byte -> its ``8 // nbits`` bucket weights as int8 in units of
+        ``scale`` (|error| <= scale / 2, ~2e-4 at 2 bits), packed into one integer per byte
+        (int64 / int32 / int16 at 1 / 2 / 4 bits) so that one gather writes them all."""
+        if self._lut8 is None:
+            scale = float(np.abs(self.bucket_weights).max()) / 127 or 1.0
+            w8 = np.clip(np.rint(self.bucket_weights / scale), -127, 127).astype(np.int8)
+            packed = np.ascontiguousarray(w8[byte_bucket_table(self.nbits)])  # [256, 8 // nbits]
+            unit = {1: np.int64, 2: np.int32, 4: np.int16}[self.nbits]
+            self._lut8 = (torch.from_numpy(packed.view(unit).reshape(256).copy()), scale)
+        return self._lut8
 
     def decompress_residuals(self, residuals: np.ndarray, out: np.ndarray | None = None,
                              index_buffer: np.ndarray | None = None) -> np.ndarray:
@@ -146,6 +166,7 @@ class ResidualCodec:
             "bucket_cutoffs": self.bucket_cutoffs,
             "bucket_weights": self.bucket_weights,
             "avg_residual": np.array(self.avg_residual, dtype=np.float32),
+            "normalize": np.array(self.normalize, dtype=np.bool_),
         }
         out["centroids"] = self.table.values  # float16 as colbert-ai, or int8 rows plus their scales
         if self.table.scales is not None:
@@ -172,7 +193,8 @@ class ResidualCodec:
             raise IndexFormatError(f"centroids have dtype {raw.dtype}; expected float16/float32 or int8")
         return cls(nbits=int(np.asarray(arrays["nbits"])), dim=int(raw.shape[1]), centroids=None,
                    bucket_cutoffs=arrays["bucket_cutoffs"], bucket_weights=arrays["bucket_weights"],
-                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]), table=table)
+                   avg_residual=float(np.asarray(arrays["avg_residual"]).reshape(-1)[0]), table=table,
+                   normalize=bool(np.asarray(arrays.get("normalize", True)).reshape(-1)[0]))
 
     # ---- compression ------------------------------------------------------------------------
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -248,8 +270,11 @@ class ResidualCodec:
             residuals[a:a + len(x)] = self.pack(self.quantize(x - self.centroids[cod]))
         return codes, residuals
 
-    def decompress(self, codes: np.ndarray, residuals: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """(codes [n], residuals uint8 [n, packed_dim]) -> L2-normalised float32 [n, dim]."""
+    def decompress(self, codes: np.ndarray, residuals: np.ndarray, out: np.ndarray | None = None,
+                   normalize: bool | None = None) -> np.ndarray:
+        """(codes [n], residuals uint8 [n, packed_dim]) -> float32 [n, dim]: centroid + residual,
+        L2-normalised when ``normalize`` (default: as search scores them, ``self.normalize``;
+        re-compression passes True, the best estimate of the unit vectors that were compressed)."""
         codes = np.asarray(codes)
         residuals = np.asarray(residuals)
         n = codes.shape[0]
@@ -257,8 +282,9 @@ class ResidualCodec:
             raise InputError(f"residuals have shape {residuals.shape}, expected ({n}, {self.packed_dim})")
         v = self.decompress_residuals(residuals)
         self.table.add_rows_(torch.from_numpy(v), torch.from_numpy(codes.astype(np.int64)))
-        norms = np.sqrt(np.einsum("ij,ij->i", v, v))
-        v /= np.maximum(norms, 1e-12)[:, None]
+        if self.normalize if normalize is None else normalize:
+            norms = np.sqrt(np.einsum("ij,ij->i", v, v))
+            v /= np.maximum(norms, 1e-12)[:, None]
         if out is not None:
             out[...] = v
             return out
@@ -322,4 +348,5 @@ def train_codec(sample: np.ndarray, nbits: int = 2, num_centroids: int | None = 
     centroids = from_int8_rows(q, scales)
     cutoffs, weights, avg = compute_buckets(centroids, heldout, nbits)
     return ResidualCodec(nbits=nbits, dim=x.shape[1], centroids=centroids, bucket_cutoffs=cutoffs,
-                         bucket_weights=weights, avg_residual=avg, table=CentroidTable(q, scales))
+                         bucket_weights=weights, avg_residual=avg, table=CentroidTable(q, scales),
+                         normalize=False)

@@ -74,7 +74,8 @@ def read_colbert_index(path: str | os.PathLike) -> tuple[ResidualCodec, SegmentD
     avg = _np(_load_pt(root / "avg_residual.pt"), np.float32).reshape(-1)
     codec = ResidualCodec(nbits=nbits, dim=dim, centroids=centroids,
                           bucket_cutoffs=_np(buckets[0], np.float32), bucket_weights=_np(buckets[1], np.float32),
-                          avg_residual=float(avg.mean()) if avg.size else 0.0)
+                          avg_residual=float(avg.mean()) if avg.size else 0.0,
+                          normalize=True)  # colbert-ai's scoring, so that results match colbert-ai's
 
     codes, residuals, doclens = [], [], []
     for i in range(num_chunks):

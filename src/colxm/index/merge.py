@@ -111,7 +111,7 @@ def retrain_all(work: Work, summary: WriteSummary, encode, embed=None) -> None:
             elif encode is not None:
                 vecs = encode([r.text for r, _ in recs], [r.language for r, _ in recs])
             else:
-                flat = old.decompress(codes, residuals)
+                flat = old.decompress(codes, residuals, normalize=True)
                 vecs = np.split(flat, np.cumsum(doclens)[:-1])
             yield Chunk(recs, [np.asarray(v, dtype=np.float32) for v in vecs])
 

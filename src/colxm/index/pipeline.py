@@ -147,7 +147,7 @@ class FitStats:
         res = vectors - cent
         self.outside += int((np.abs(res) > self.threshold).sum())
         self.components += res.size
-        recon = codec.decompress(codes, residuals)
+        recon = codec.decompress(codes, residuals, normalize=True)
         self.err_sum += float((1.0 - np.sum(vectors * recon, axis=1)).sum())
         self.measured += len(vectors)
 

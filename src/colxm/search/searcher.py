@@ -263,7 +263,7 @@ class Searcher:
             for p in pool:
                 if p[2] is None:
                     p[2] = approx_of(self.segments[p[0]], p[1])
-            chosen = np.argpartition(-np.concatenate([p[2] for p in pool]), budget - 1)[:budget]
+            chosen = _top_positions(np.concatenate([p[2] for p in pool]), budget)
             start = 0
             for p in pool:
                 n = p[1].size
@@ -338,7 +338,8 @@ class Searcher:
                 cuts = np.searchsorted(cum, np.arange(block, int(cum[-1]), block), "right")
                 for a, b in zip(np.r_[0, cuts], np.r_[cuts, docs.size]):
                     if b > a:
-                        top.add(maxsim_docs(self.codec, self.segments[s], docs[a:b], Q, qb, full), s, docs[a:b])
+                        top.add(maxsim_docs(self.codec, self.segments[s], docs[a:b], Q, qb, full, integer=False),
+                                s, docs[a:b])
             for g, j in enumerate(group):
                 out[j] = top.hits(g)
         return out
@@ -372,8 +373,19 @@ class _RunningTopK:
 
 def _best(docs: np.ndarray, approx: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``n`` sorted docs with the highest approximate scores, and their scores."""
-    keep = np.sort(np.argpartition(-approx, n - 1)[:n])
+    keep = _top_positions(approx, n)
     return docs[keep], approx[keep]
+
+
+def _top_positions(scores: np.ndarray, n: int) -> np.ndarray:
+    """Sorted positions of the ``n`` highest scores, equal scores to the lower position (as
+    everywhere in search), so that which tied candidates go on does not depend on how the
+    index is segmented (argpartition alone picks among ties arbitrarily)."""
+    if n >= scores.size:
+        return np.arange(scores.size)
+    cut = -np.partition(-scores, n - 1)[n - 1]
+    above = np.flatnonzero(scores > cut)
+    return np.sort(np.concatenate([above, np.flatnonzero(scores == cut)[: n - above.size]]))
 
 
 def with_params(params: SearchParams | None, **changes) -> SearchParams:
