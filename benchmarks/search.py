@@ -206,10 +206,11 @@ def run_json(cmd, env=None, log_path=None):
 
 
 SETTINGS = {
-    # session 7 (45k passages, 4.3M vectors, K=32768): cheapest to widest, then the exhaustive
-    # reference (own exact MaxSim over the compressed index)
-    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=128, nrerank=32, centroid_nprobe=16),
-              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, centroid_nprobe=16),
+    # session 10 (45k passages, 4.3M vectors, K=32768; raw integer scoring of the exact stage):
+    # cheapest to widest, then the exhaustive reference (own exact MaxSim over the compressed index)
+    "colxm": [dict(ncells=1, centroid_score_threshold=0.5, ndocs=128, nrerank=32, centroid_nprobe=8),
+              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=64, centroid_nprobe=8),
+              dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=96, centroid_nprobe=16),
               dict(ncells=1, centroid_score_threshold=0.5, ndocs=256, nrerank=128, centroid_nprobe=16),
               dict(ncells=2, centroid_score_threshold=0.5, ndocs=1024, nrerank=192, centroid_nprobe=16),
               dict(ncells=4, centroid_score_threshold=0.4, ndocs=1024, nrerank=256, centroid_nprobe=32),

@@ -33,6 +33,7 @@ def test_block_sizes_do_not_change_results(setup, params, monkeypatch):
     codec, segs, queries = setup
     big = Searcher(codec, segs).search(queries, k=10, params=params)
     monkeypatch.setattr(rerank, "BLOCK_TOKENS", 16)
+    monkeypatch.setattr(rerank, "INT8_BLOCK_TOKENS", 24)  # the exact stage of this codec (raw scoring)
     monkeypatch.setattr(candidates, "_ROWS_PER_BLOCK", 5)  # centroid rows converted at once
     monkeypatch.setattr(searcher, "_EXHAUSTIVE_CELLS", 8)  # 256 tokens per exhaustive block
     small = Searcher(codec, segs).search(queries, k=10, params=params)

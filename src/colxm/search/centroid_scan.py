@@ -18,7 +18,7 @@ from colxm.search.memory import release_free_heap, scratch
 GROUP = 64  # scanned centroids per group when narrowing to each token's best
 _INT_MIN = torch.iinfo(torch.int32).min
 _ROWS = 4096  # table rows converted to float32 at once while building
-_CHUNK = 4096  # scanned rows per integer matmul
+_CHUNK = 8192  # scanned rows per integer matmul
 
 
 class CentroidScan:

@@ -18,6 +18,7 @@ from colxm.search.data import SegmentData, token_ranges
 from colxm.search.memory import scratch
 
 BLOCK_TOKENS = 1 << 11  # tokens decompressed at once: bounds memory (1 MB of float32 at dim 128)
+INT8_BLOCK_TOKENS = 1 << 12  # tokens scored at once in integers (int8 rows: the same memory)
 
 
 def segment_max(x: np.ndarray, seg_starts: np.ndarray) -> np.ndarray:
@@ -34,16 +35,22 @@ class Int8Query:
         self.scale = (q.abs().amax(1) / 127).clamp_min(1e-30)
         self.q8 = torch.round(q / self.scale[:, None]).to(torch.int8)
 
+    def row_units(self, weight_scale: float) -> torch.Tensor:
+        """float32 [rows]: what one unit of an unscaled row of :func:`int8_token_sims` is worth."""
+        return self.scale * weight_scale
+
 
 def int8_scoring(codec: ResidualCodec) -> bool:
     """Whether :func:`int8_token_sims` scores this codec's tokens (raw scoring, int8 centroids)."""
     return not codec.normalize and codec.centroid_dtype == "int8"
 
 
-def int8_token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, query: Int8Query) -> np.ndarray:
+def int8_token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, query: Int8Query,
+                    row_scaled: bool = True) -> np.ndarray:
     """Similarities [rows of the query, ntok] between query rows and centroid + residual of each
     token, not normalised, in integer arithmetic (module docstring): a view of this thread's
-    scratch buffer, valid until its next call."""
+    scratch buffer, valid until its next call. ``row_scaled`` False leaves each row in units of
+    :meth:`row_units` (a positive factor per row, which commutes with the max over tokens)."""
     n, dim = residuals.shape[0], codec.dim
     rows = query.q8.shape[0]
     lut, w_scale = codec.int8_weight_lut
@@ -53,29 +60,30 @@ def int8_token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarr
     torch.index_select(lut, 0, byte_idx, out=r8.view(lut.dtype).view(-1))
     ids = torch.from_numpy(np.asarray(codes, dtype=np.int64))
     c8 = torch.from_numpy(scratch("centroid_int8", (n, dim), np.int8))
-    c_scale = torch.from_numpy(scratch("centroid_scale", (n,), np.float32))
+    c_ratio = torch.from_numpy(scratch("centroid_scale", (n,), np.float32))
     table = codec.table
     try:
         torch.index_select(table._values_t, 0, ids, out=c8)
-        torch.index_select(table._scales_t, 0, ids, out=c_scale)
+        torch.index_select(table._scales_t, 0, ids, out=c_ratio)
     except (IndexError, RuntimeError):
         raise IndexFormatError(f"a token's centroid id is out of range [0, {codec.num_centroids}); the index "
                                "is corrupted: run `colxm verify` on it") from None
+    c_ratio.div_(w_scale)  # centroid scales in units of the weights' scale
     on_c = torch.from_numpy(scratch("sims_centroid", (rows, n), np.int32))
     on_r = torch.from_numpy(scratch("sims_residual", (rows, n), np.int32))
     torch._int_mm(query.q8, c8.T, out=on_c)
     torch._int_mm(query.q8, r8.T, out=on_r)
     sims = torch.from_numpy(scratch("sims", (rows, n)))
     part = torch.from_numpy(scratch("sims_part", (rows, n)))
-    # explicit conversions (mixed-dtype in-place ops allocate a copy) and no fused multiply-add
-    # (add_ with alpha), whose vectorised body and scalar tail round differently: a token's
-    # score must not depend on its position in the block
+    # explicit conversions (mixed-dtype in-place ops allocate a copy) and no fused multiply-add,
+    # whose vectorised body and scalar tail round differently: a token's score must not depend
+    # on its position in the block
     sims.copy_(on_c)
-    sims.mul_(c_scale)
+    sims.mul_(c_ratio)
     part.copy_(on_r)
-    part.mul_(w_scale)
     sims.add_(part)
-    sims.mul_(query.scale[:, None])
+    if row_scaled:
+        sims.mul_(query.row_units(w_scale)[:, None])
     return sims.numpy()
 
 
@@ -144,8 +152,9 @@ def maxsim_docs(codec: ResidualCodec, seg: SegmentData, docs: np.ndarray, Q: np.
     the reference has no approximation beyond the compression itself."""
     lens = np.asarray(seg.doc_offsets[docs + 1]) - np.asarray(seg.doc_offsets[docs])
     query = Int8Query(Q) if integer and not full and int8_scoring(codec) else None
-    if lens.sum() > BLOCK_TOKENS and len(docs) > 1:
-        cuts = np.searchsorted(np.cumsum(lens), np.arange(BLOCK_TOKENS, int(lens.sum()), BLOCK_TOKENS), "right")
+    block = INT8_BLOCK_TOKENS if query is not None else BLOCK_TOKENS
+    if lens.sum() > block and len(docs) > 1:
+        cuts = np.searchsorted(np.cumsum(lens), np.arange(block, int(lens.sum()), block), "right")
         bounds = [b for b in np.unique(np.r_[0, cuts, len(docs)]) if 0 <= b <= len(docs)]
         return np.concatenate([_maxsim_block(codec, seg, docs[a:b], Q, q_bounds, full, query)
                                for a, b in zip(bounds[:-1], bounds[1:]) if b > a], axis=1)
@@ -159,7 +168,11 @@ def _maxsim_block(codec, seg, docs, Q, q_bounds, full, query):
     else:
         residuals = seg.residual_rows(idx, scratch("residuals", (idx.size, codec.packed_dim), np.uint8))
         codes = seg.token_codes(docs, idx, np.diff(seg_starts))
-        sims = (int8_token_sims(codec, codes, residuals, query) if query is not None
-                else token_sims(codec, codes, residuals, Q))
+        if query is not None:
+            sims = int8_token_sims(codec, codes, residuals, query, row_scaled=False)
+            per_doc = segment_max(sims, seg_starts)
+            per_doc *= query.row_units(codec.int8_weight_lut[1]).numpy()[:, None]
+            return np.add.reduceat(per_doc, q_bounds[:-1], axis=0)
+        sims = token_sims(codec, codes, residuals, Q)
     per_doc = segment_max(sims, seg_starts)  # [sum Lq, ndocs]
     return np.add.reduceat(per_doc, q_bounds[:-1], axis=0)
