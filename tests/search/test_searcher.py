@@ -152,5 +152,8 @@ def test_out_of_range_centroid_id_is_a_format_error(setup):
     bad_codes = np.array(segs[0].codes, copy=True)
     bad_codes[:50] = codec.num_centroids + 7
     bad = SegmentData(**{**segs[0].__dict__, "codes": bad_codes})
-    with pytest.raises(IndexFormatError, match="corrupted"):
-        Searcher(codec, [bad]).search(queries[:3], k=10, params=SearchParams(exhaustive=True))
+    # exhaustive search (float32) and PLAID's exact stage over every document (integer scoring)
+    for params in (SearchParams(exhaustive=True), SearchParams(ncells=128, centroid_score_threshold=-1.0,
+                                                               ndocs=1000, nrerank=1000)):
+        with pytest.raises(IndexFormatError, match="corrupted"):
+            Searcher(codec, [bad]).search(queries[:3], k=10, params=params)

@@ -88,6 +88,15 @@ class CentroidTable:
             out.mul_(scales)
         return out
 
+    def int8_rows_into(self, ids: torch.Tensor, rows: torch.Tensor, scales: torch.Tensor) -> None:
+        """The stored int8 rows ``ids`` into ``rows`` [len(ids), dim] and their scales into
+        ``scales`` [len(ids)] (int8 tables only). Raises IndexError/RuntimeError (torch's) for
+        an id outside [0, K)."""
+        if self._scales_t is None:
+            raise InputError("int8_rows_into needs an int8 centroid table; this one is float16")
+        torch.index_select(self._values_t, 0, ids, out=rows)
+        torch.index_select(self._scales_t, 0, ids, out=scales)
+
     def add_rows_(self, target: torch.Tensor, ids: torch.Tensor, alloc=None) -> None:
         """target [len(ids), dim] float32 += rows ``ids``, bit for bit ``target + to_float32()[ids]``
         (``alloc``: as for :meth:`rows`)."""

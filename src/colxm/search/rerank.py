@@ -61,13 +61,10 @@ def int8_token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarr
     ids = torch.from_numpy(np.asarray(codes, dtype=np.int64))
     c8 = torch.from_numpy(scratch("centroid_int8", (n, dim), np.int8))
     c_ratio = torch.from_numpy(scratch("centroid_scale", (n,), np.float32))
-    table = codec.table
     try:
-        torch.index_select(table._values_t, 0, ids, out=c8)
-        torch.index_select(table._scales_t, 0, ids, out=c_ratio)
+        codec.table.int8_rows_into(ids, c8, c_ratio)
     except (IndexError, RuntimeError):
-        raise IndexFormatError(f"a token's centroid id is out of range [0, {codec.num_centroids}); the index "
-                               "is corrupted: run `colxm verify` on it") from None
+        raise _bad_centroid_id(codec) from None
     c_ratio.div_(w_scale)  # centroid scales in units of the weights' scale
     on_c = torch.from_numpy(scratch("sims_centroid", (rows, n), np.int32))
     on_r = torch.from_numpy(scratch("sims_residual", (rows, n), np.int32))
@@ -85,6 +82,11 @@ def int8_token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarr
     if row_scaled:
         sims.mul_(query.row_units(w_scale)[:, None])
     return sims.numpy()
+
+
+def _bad_centroid_id(codec: ResidualCodec) -> IndexFormatError:
+    return IndexFormatError(f"a token's centroid id is out of range [0, {codec.num_centroids}); the index "
+                            "is corrupted: run `colxm verify` on it")
 
 
 def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q: np.ndarray) -> np.ndarray:
@@ -105,8 +107,7 @@ def token_sims(codec: ResidualCodec, codes: np.ndarray, residuals: np.ndarray, Q
     try:
         codec.table.add_rows_(Dt, codes_t, scratch)
     except (IndexError, RuntimeError):
-        raise IndexFormatError(f"a token's centroid id is out of range [0, {codec.num_centroids}); the index "
-                               "is corrupted: run `colxm verify` on it") from None
+        raise _bad_centroid_id(codec) from None
     sims = _query_sims(Q, D)
     if codec.normalize:
         inv = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", D, D)), 1e-12)
