@@ -157,3 +157,12 @@ def test_out_of_range_centroid_id_is_a_format_error(setup):
                                                                ndocs=1000, nrerank=1000)):
         with pytest.raises(IndexFormatError, match="corrupted"):
             Searcher(codec, [bad]).search(queries[:3], k=10, params=params)
+
+
+def test_ties_among_approximate_scores_go_to_the_lower_position():
+    from colxm.search.searcher import _top_positions
+
+    scores = np.array([1.0, 3.0, 2.0, 3.0, 2.0, 2.0, 0.5], dtype=np.float32)
+    np.testing.assert_array_equal(_top_positions(scores, 3), [1, 2, 3])  # of the tied 2.0s, the first
+    np.testing.assert_array_equal(_top_positions(scores, 4), [1, 2, 3, 4])
+    np.testing.assert_array_equal(_top_positions(scores, 9), np.arange(7))

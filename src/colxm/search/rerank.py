@@ -4,9 +4,9 @@ them (full_vectors): score(q, d) = sum_i max_j <q_i, d_j>.
 Codecs that score centroid + residual as they are (``codec.normalize`` False: those colxm
 trains) are scored in integers: <q, c + r> = <q, c> + <q, r>, with the int8 centroid rows as
 stored and the residual bytes widened straight to int8 bucket weights, two integer matmuls and
-no float32 vectors at all (~4x faster than float32 on these CPUs). The query is rounded to int8
-per row (|error| <= its scale / 2: ~1e-3 on a similarity).
-"""
+no float32 vectors at all (each matmul ~4x faster than float32 on these CPUs, the whole stage
+~1.8x: benchmarks/exact_stage.py). The query is rounded to int8 per row (|error| <= its scale /
+2: ~1e-3 on a similarity)."""
 from __future__ import annotations
 
 import numpy as np
