@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from colxm.index.centroid_table import CentroidTable
+from colxm.index.centroid_table import CentroidTable, int8_rows
 from colxm.search.memory import release_free_heap, scratch
 
 GROUP = 64  # scanned centroids per group when narrowing to each token's best
@@ -63,8 +63,8 @@ class CentroidScan:
         lq, dim = Q.shape
         pos = self.positions(Q, nprobe)
         n = self.c8.shape[0] if pos is None else pos.size
-        q_scale = (Q.abs().amax(1, keepdim=True) / 127).clamp_min(1e-30)
-        q8 = torch.round(Q / q_scale).to(torch.int8)
+        q8, q_scale = (torch.from_numpy(a) for a in int8_rows(Q.numpy()))
+        q_scale = q_scale[:, None]
         # _CHUNK scanned rows at a time (gathered when probing: a copy of all would be up to half
         # the table); each chunk keeps only its g best groups of 64 by their maxima, as the r best
         # of all lie in the r groups with the best maxima (scores: int8 products, each row in

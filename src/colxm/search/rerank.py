@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from colxm.errors import IndexFormatError
+from colxm.index.centroid_table import int8_rows
 from colxm.index.codec import ResidualCodec
 from colxm.search.data import SegmentData, token_ranges
 from colxm.search.memory import scratch
@@ -31,9 +32,8 @@ class Int8Query:
     """Query rows rounded to int8 with one scale per row, for :func:`int8_token_sims`."""
 
     def __init__(self, Q: np.ndarray):
-        q = torch.from_numpy(np.ascontiguousarray(Q, dtype=np.float32))
-        self.scale = (q.abs().amax(1) / 127).clamp_min(1e-30)
-        self.q8 = torch.round(q / self.scale[:, None]).to(torch.int8)
+        q8, scale = int8_rows(Q)
+        self.q8, self.scale = torch.from_numpy(q8), torch.from_numpy(scale)
 
     def row_units(self, weight_scale: float) -> torch.Tensor:
         """float32 [rows]: what one unit of an unscaled row of :func:`int8_token_sims` is worth."""
