@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = True  # continue from the latest checkpoint-N in output_dir when there is one
     max_minutes: float | None = None  # stop (with a checkpoint) once training has run this long
+    cache_backbone: bool = True  # projection-only runs: compute the frozen backbone once per text
     tdp_watts: float = 65.0  # power draw assumed for the energy estimate (set your device's TDP)
     carbon_intensity: float = 0.432  # kg CO2e per kWh (set your grid's)
 
@@ -367,10 +368,32 @@ def train_colbert(encoder, examples: Sequence[Triple | NwayTuple], cfg: TrainCon
     trainable, frozen = apply_freezing(encoder.model, freeze_embeddings=cfg.freeze_embeddings,
                                        freeze_adapters=cfg.freeze_adapters, trainable_layers=cfg.trainable_layers)
     log.info("training %d tensors, %d frozen", len(trainable), len(frozen))
-    module = ColbertLossModule(encoder.model, nway, cfg.in_batch, cfg.distillation_alpha)
-    collator = ColbertCollator(encoder.tokenize_queries, encoder.tokenize_documents)
+    if cfg.cache_backbone and _projection_only(encoder.model, trainable):
+        module, examples, collator = _cached_head_setup(encoder, examples, nway, cfg)
+    else:
+        module = ColbertLossModule(encoder.model, nway, cfg.in_batch, cfg.distillation_alpha)
+        collator = ColbertCollator(encoder.tokenize_queries, encoder.tokenize_documents)
     encoder.model.train()
     try:
         return run_training(module, examples, collator, cfg, save_fn=lambda d: encoder.save_pretrained(d))
     finally:
         encoder.model.eval()
+
+
+def _projection_only(net: nn.Module, trainable: list[str]) -> bool:
+    """Whether only the projection trains, on a network that exposes its backbone output separately."""
+    return all(_PROJECTION.search(n) for n in trainable) and hasattr(net, "hidden") and hasattr(net, "document_mask")
+
+
+def _cached_head_setup(encoder, examples, nway: int, cfg: TrainConfig):
+    """Module, dataset and collator of a projection-only run over cached backbone outputs."""
+    from colxm.train import cached_head as ch
+
+    queries, passages, rows = ch.index_examples(examples)
+    log.info("projection only: caching backbone outputs of %d queries and %d passages",
+             len(queries), len(passages))
+    net = encoder.model
+    q_cache = ch.cache_texts(net, encoder.tokenize_queries, queries, documents=False, show_progress=True)
+    p_cache = ch.cache_texts(net, encoder.tokenize_documents, passages, documents=True, show_progress=True)
+    module = ch.CachedHeadLossModule(net.linear, nway, cfg.in_batch, cfg.distillation_alpha)
+    return module, rows, ch.CachedCollator(q_cache, p_cache)
