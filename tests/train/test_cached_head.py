@@ -12,13 +12,19 @@ ROWS = [Triple(f"what is the capital of {a}", f"{c} is the capital city of {a}!"
                         ("italy", "rome", "berlin"), ("spain", "madrid", "germany")]]
 
 
-@pytest.fixture
-def encoder(tmp_path):
+@pytest.fixture(params=[True, False], ids=["expansion", "no-expansion"])
+def encoder(tmp_path, request):
+    import json
+
     from tiny_models import make_tiny_bert_colbert
 
     from colxm.modeling.encoder import Encoder
 
-    return Encoder.from_pretrained(make_tiny_bert_colbert(tmp_path / "base"))
+    folder = make_tiny_bert_colbert(tmp_path / "base")
+    if not request.param:  # the [MASK] padding of queries does not score
+        meta = json.loads((folder / "artifact.metadata").read_text())
+        (folder / "artifact.metadata").write_text(json.dumps({**meta, "colxm_query_expansion": False}))
+    return Encoder.from_pretrained(folder)
 
 
 def caches(enc, rows):

@@ -94,7 +94,8 @@ class Encoder:
                 std = getattr(ck.backbone.config, "initializer_range", 0.02)
                 linear.weight.copy_(torch.randn(dim, hidden, generator=gen) * std)
         tok = ColBERTTokenizer(ck.tokenizer, config)
-        model = ColBERTModel(ck.backbone, linear, torch.from_numpy(tok.skip_table))
+        model = ColBERTModel(ck.backbone, linear, torch.from_numpy(tok.skip_table),
+                             expansion_id=None if tok.query_expansion else tok.mask_id)
         options = EncoderOptions(batch_size, num_threads, language, fallback_language, chunk_size)
         return cls(model, tok, config, str(path_or_hub_id), options)
 
@@ -137,8 +138,10 @@ class Encoder:
         return torch.tensor(self.router.resolve(spec, texts), dtype=torch.long)
 
     def query_tokens(self, texts: Sequence[str], languages=None) -> list[list[str]]:
+        """Token strings aligned 1:1 with the rows ``encode_queries`` returns."""
         ids = self.tokenize_queries(texts)["input_ids"]
-        return [self._tok.tokens(row.tolist()) for row in ids]
+        keep = self.model.query_mask(ids)
+        return [self._tok.tokens(row[k].tolist()) for row, k in zip(ids, keep)]
 
     def document_tokens(self, texts: Sequence[str], languages=None) -> list[list[str]]:
         """Token strings aligned 1:1 with the rows ``encode_documents`` returns."""
@@ -150,7 +153,8 @@ class Encoder:
     # ---- encoding -------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str], languages=None, batch_size: int | None = None,
                        show_progress: bool | None = None) -> list[np.ndarray]:
-        """float32 [query_maxlen, dim] per query, rows L2-normalised."""
+        """float32 [query_maxlen, dim] per query, rows L2-normalised (with query expansion off,
+        only the positions that score: the query's own tokens and markers)."""
         texts = _check_texts(texts)
         lang = self.lang_ids(texts, languages)
         bs = batch_size or self.options.batch_size
@@ -164,9 +168,10 @@ class Encoder:
                 Q = self.model.forward_queries(enc["input_ids"], enc["attention_mask"],
                                                lang[idx] if lang is not None else None)
                 Q = Q.float().numpy()
+                keep = self.model.query_mask(enc["input_ids"]).numpy()
                 batch = [None] * len(idx)
                 for j, i in enumerate(idx):
-                    batch[i - start] = Q[j]
+                    batch[i - start] = Q[j] if keep[j].all() else Q[j][keep[j]]
                 out.extend(batch)
         return out
 

@@ -11,13 +11,17 @@ class ColBERTModel(nn.Module):
 
     ``skip_table``: bool [vocab] of ids whose document vectors are dropped (punctuation, padding).
     ``lang_ids`` ([B] long, adapter indexes) is used by XMOD backbones and ignored by others.
+    ``expansion_id``: the id padding queries ([MASK]) when those positions must not score (query
+    expansion off); None keeps every query position, as colbert-ai does.
     """
 
-    def __init__(self, backbone: nn.Module, linear: nn.Linear, skip_table: torch.Tensor):
+    def __init__(self, backbone: nn.Module, linear: nn.Linear, skip_table: torch.Tensor,
+                 expansion_id: int | None = None):
         super().__init__()
         self.backbone = backbone
         self.linear = linear
         self.register_buffer("skip_table", skip_table.bool(), persistent=False)
+        self.expansion_id = expansion_id
         self.is_xmod = getattr(backbone.config, "model_type", "") == "xmod"
 
     @property
@@ -39,10 +43,19 @@ class ColBERTModel(nn.Module):
         lang = cfg.default_language or langs[0]
         return torch.full((batch,), langs.index(lang), dtype=torch.long, device=device)
 
+    def query_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[B, Lq] bool: the query positions that score (all of them with query expansion on)."""
+        if self.expansion_id is None:
+            return torch.ones_like(input_ids, dtype=torch.bool)
+        return input_ids != self.expansion_id
+
     def forward_queries(self, input_ids, attention_mask, lang_ids=None) -> torch.Tensor:
-        """[B, Lq, dim] normalised query vectors (every position, mask tokens included)."""
-        Q = self.linear(self.hidden(input_ids, attention_mask, lang_ids))
-        return F.normalize(Q, p=2, dim=2)
+        """[B, Lq, dim] normalised query vectors; zero at positions that do not score (their MaxSim
+        term is then 0), which only happens with query expansion off."""
+        Q = F.normalize(self.linear(self.hidden(input_ids, attention_mask, lang_ids)), p=2, dim=2)
+        if self.expansion_id is not None:
+            Q = Q * self.query_mask(input_ids).unsqueeze(2).to(Q.dtype)
+        return Q
 
     def document_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return ~self.skip_table[input_ids]

@@ -24,6 +24,10 @@ from colxm.modeling.config import ColBERTConfig
 # (backbones such as e5 were trained with "query: " / "passage: "); absent in colbert-ai checkpoints.
 QUERY_PREFIX_KEY = "colxm_query_prefix"
 DOC_PREFIX_KEY = "colxm_doc_prefix"
+# colxm extension: false = score only a query's own tokens, not the [MASK] tokens that pad it to
+# query_maxlen (colbert-ai's query augmentation, always on there; PyLate's do_query_expansion=False).
+# Backbones never trained with augmentation (e5) retrieve better without it. Absent means true.
+QUERY_EXPANSION_KEY = "colxm_query_expansion"
 
 
 class ColBERTTokenizer:
@@ -43,6 +47,11 @@ class ColBERTTokenizer:
         """Texts with the model's text prefix (a colxm extension, e.g. e5's "query: "), if any."""
         prefix = self.config.extra.get(key, "")
         return [prefix + t for t in texts] if prefix else list(texts)
+
+    @property
+    def query_expansion(self) -> bool:
+        """Whether the [MASK] tokens padding a query take part in scoring (colbert-ai: always)."""
+        return bool(self.config.extra.get(QUERY_EXPANSION_KEY, True))
 
     @property
     def vocab_size(self) -> int:

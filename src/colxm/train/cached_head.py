@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class CachedTexts:
     """Backbone outputs of distinct texts: rows ``offsets[i]:offsets[i+1]`` of ``states`` are text i's
-    positions; ``keep`` marks those that count in MaxSim (all of them for queries)."""
+    positions; ``keep`` marks those that count in MaxSim."""
 
     states: torch.Tensor  # [total positions, hidden] float16
-    keep: torch.Tensor  # [total positions] bool
+    keep: torch.Tensor  # [total positions] bool: the positions that score
     offsets: np.ndarray  # [n + 1] int64
 
     def padded(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,9 +61,9 @@ def cache_texts(net: nn.Module, tokenize: Callable, texts: Sequence[str], *, doc
         ids, att = tok["input_ids"].to(device), tok["attention_mask"].to(device)
         hidden = net.hidden(ids, att).half().cpu()
         real = att.bool().cpu()
-        keep = net.document_mask(ids).cpu() if documents else torch.ones_like(real)
+        keep = (net.document_mask(ids) if documents else net.query_mask(ids)).cpu()
         for j, i in enumerate(idx):
-            n = int(real[j].sum()) if documents else ids.shape[1]  # queries keep every position
+            n = int(real[j].sum()) if documents else ids.shape[1]  # queries: every position (query_maxlen)
             parts[i] = (hidden[j, :n], keep[j, :n])
     net.train(was_training)
     lengths = [p[0].shape[0] for p in parts]
@@ -101,9 +101,9 @@ class CachedCollator:
         self.passages = passages
 
     def __call__(self, batch: Sequence[CachedExample]) -> dict[str, torch.Tensor]:
-        q, _ = self.queries.padded([ex.query for ex in batch])
+        q, q_keep = self.queries.padded([ex.query for ex in batch])
         d, d_keep = self.passages.padded([p for ex in batch for p in ex.passages])
-        out = {"q_states": q, "d_states": d, "d_keep": d_keep}
+        out = {"q_states": q, "q_keep": q_keep, "d_states": d, "d_keep": d_keep}
         if batch[0].scores is not None:
             out["teacher_scores"] = torch.tensor([ex.scores for ex in batch], dtype=torch.float32)
         return out
@@ -124,8 +124,8 @@ class CachedHeadLossModule(nn.Module):
         self.in_batch = in_batch
         self.alpha = distillation_alpha
 
-    def forward(self, q_states, d_states, d_keep, teacher_scores=None):
-        Q = F.normalize(self.linear(q_states), p=2, dim=2)
+    def forward(self, q_states, q_keep, d_states, d_keep, teacher_scores=None):
+        Q = F.normalize(self.linear(q_states), p=2, dim=2) * q_keep.unsqueeze(2).to(q_states.dtype)
         D = F.normalize(self.linear(d_states) * d_keep.unsqueeze(2).to(d_states.dtype), p=2, dim=2)
         scores = losses.maxsim_scores(Q.float(), D.float(), d_keep)
         if teacher_scores is not None:
