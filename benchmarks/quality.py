@@ -93,8 +93,9 @@ def dense_encode(backbone, tokenizer, texts, prefix: str, max_length: int, batch
 def exact_maxsim_scores(Q: list[np.ndarray], D: np.ndarray, doclens: np.ndarray,
                         chunk_tokens: int = 1 << 16) -> np.ndarray:
     """[nq, ndocs] exact MaxSim: for each query token its best doc token, summed (numpy, chunked)."""
-    nq, lq = len(Q), Q[0].shape[0]
-    Qm = np.concatenate(Q).astype(np.float32)  # [nq*lq, dim]
+    nq = len(Q)
+    Qm = np.concatenate(Q).astype(np.float32)  # [query tokens, dim]; queries may differ in length
+    q_starts = np.concatenate([[0], np.cumsum([len(q) for q in Q])[:-1]])
     offsets = np.concatenate([[0], np.cumsum(doclens)])
     scores = np.zeros((nq, len(doclens)), dtype=np.float32)
     d0 = 0
@@ -104,8 +105,8 @@ def exact_maxsim_scores(Q: list[np.ndarray], D: np.ndarray, doclens: np.ndarray,
         t0, t1 = offsets[d0], offsets[d1]
         sims = Qm @ D[t0:t1].T  # [nq*lq, T]
         starts = (offsets[d0:d1] - t0).astype(np.int64)
-        best = np.maximum.reduceat(sims, starts, axis=1)  # [nq*lq, d1-d0]
-        scores[:, d0:d1] = best.reshape(nq, lq, -1).sum(1)
+        best = np.maximum.reduceat(sims, starts, axis=1)  # [query tokens, d1-d0]
+        scores[:, d0:d1] = np.add.reduceat(best, q_starts, axis=0)
         d0 = d1
     return scores
 

@@ -182,6 +182,17 @@ def test_shipped_projection_hook(tmp_path, monkeypatch, layout):
     meta = json.loads((path / "artifact.metadata").read_text())
     assert meta["dim"] == 8 and meta["query_maxlen"] == 12 and meta["doc_maxlen"] == 20
     assert meta["colxm_query_prefix"] == "query: "
+    # a settings change (same weights) is a different model: a new cache folder, built anew
+    meta_file = shipped / ("delta.json" if layout == "delta" else "default_model.json")
+    settings = json.loads(meta_file.read_text())
+    if layout == "delta":
+        settings["colbert_config"]["colxm_query_expansion"] = False
+    else:
+        settings["extra"]["colxm_query_expansion"] = False
+    meta_file.write_text(json.dumps(settings))
+    again = dm.default_model_path()
+    assert again != path and again.name.startswith("e5-small-colbert-trained-")
+    assert json.loads((again / "artifact.metadata").read_text())["colxm_query_expansion"] is False
 
 
 def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):

@@ -216,10 +216,13 @@ def shipped_projection(folder: Path | None = None):
 
 
 def model_name(spec: DefaultModelSpec = DefaultModelSpec(), shipped_folder: Path | None = None) -> str:
-    """The cache folder name: changes whenever the projection (hence the model) changes."""
+    """The cache folder name: changes whenever the shipped weights or their settings change."""
     files = _shipped_files(SHIPPED_DIR if shipped_folder is None else shipped_folder)
     if files is not None:
-        digest = hashlib.sha256(files[0].read_bytes()).hexdigest()[:12]
+        h = hashlib.sha256(files[0].read_bytes())
+        if files[1].is_file():  # settings such as the query expansion switch are part of the model
+            h.update(files[1].read_bytes())
+        digest = h.hexdigest()[:12]
         return f"e5-small-colbert-trained-{digest}"
     return f"e5-small-colbert-orth{spec.dim}-seed{spec.seed}-ql{spec.query_maxlen}-dl{spec.doc_maxlen}"
 
