@@ -30,6 +30,9 @@ def test_off_keeps_only_the_query_s_own_positions(tmp_path):
     assert tokens_off == tokens_on[: len(tokens_off)]
     # masks are never attended to (attend_to_mask_tokens false): the kept rows are the same vectors
     np.testing.assert_allclose(q_off, q_on[: len(q_off)], atol=1e-6)
+    # the same switch from the API, on a colbert-ai folder that has no such key
+    switched = Encoder.from_pretrained(tmp_path / "on", query_expansion=False)
+    np.testing.assert_array_equal(switched.encode_queries([TEXT])[0], q_off)
     # a query that fills query_maxlen has no padding to drop
     long = " ".join(["cat"] * 40)
     assert off.encode_queries([long])[0].shape[0] == 16

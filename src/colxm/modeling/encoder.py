@@ -24,7 +24,7 @@ from colxm.modeling.checkpoint import load_checkpoint, save_checkpoint
 from colxm.modeling.config import ColBERTConfig
 from colxm.modeling.languages import AUTO, LanguageRouter
 from colxm.modeling.model import ColBERTModel
-from colxm.modeling.tokenization import ColBERTTokenizer
+from colxm.modeling.tokenization import QUERY_EXPANSION_KEY, ColBERTTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,13 @@ class Encoder:
                         dim: int = 128, seed: int = 0, batch_size: int = 32,
                         num_threads: int | None = None, language: str | None = None,
                         fallback_language: str | None = None, chunk_size: int = 2048,
-                        **config_overrides) -> "Encoder":
+                        query_expansion: bool | None = None, **config_overrides) -> "Encoder":
         """Load an HF_ColBERT folder (colbert-ai / ColBERT-XM), a PyLate folder, or any Hugging Face
         encoder (then with a fresh random projection to ``dim``, seeded by ``seed``).
 
         ``marker_scheme`` ("legacy" / "current") overrides what the checkpoint was trained with;
         ``config_overrides`` set ColBERTConfig fields (query_maxlen, doc_maxlen, attend_to_mask_tokens, ...).
+        ``query_expansion`` overrides whether the [MASK] padding of queries scores (saved with the model).
         """
         ck = load_checkpoint(path_or_hub_id, marker_scheme=marker_scheme)
         config = ck.config
@@ -82,6 +83,8 @@ class Encoder:
             if unknown:
                 raise InputError(f"unknown option(s) {sorted(unknown)} for Encoder.from_pretrained")
             config = ColBERTConfig(**{**config.__dict__, **config_overrides})
+        if query_expansion is not None:
+            config.extra[QUERY_EXPANSION_KEY] = bool(query_expansion)
         hidden = ck.backbone.config.hidden_size
         linear = torch.nn.Linear(hidden, ck.linear_weight.shape[0] if ck.linear_weight is not None else dim,
                                  bias=False)
