@@ -128,8 +128,4 @@ class CachedHeadLossModule(nn.Module):
         Q = F.normalize(self.linear(q_states), p=2, dim=2) * q_keep.unsqueeze(2).to(q_states.dtype)
         D = F.normalize(self.linear(d_states) * d_keep.unsqueeze(2).to(d_states.dtype), p=2, dim=2)
         scores = losses.maxsim_scores(Q.float(), D.float(), d_keep)
-        if teacher_scores is not None:
-            loss = losses.distillation_loss(scores, teacher_scores, self.alpha, self.in_batch)
-        else:
-            loss = losses.colbert_xm_loss(scores, self.nway, self.in_batch)
-        return {"loss": loss}
+        return {"loss": losses.recipe_loss(scores, self.nway, self.in_batch, self.alpha, teacher_scores)}

@@ -103,6 +103,14 @@ def distillation_loss(
     return loss
 
 
+def recipe_loss(scores: torch.Tensor, nway: int, in_batch: bool = True, alpha: float = 1.0,
+                teacher: torch.Tensor | None = None) -> torch.Tensor:
+    """ColBERTv2's distillation loss when teacher scores are given, else ColBERT-XM's loss."""
+    if teacher is not None:
+        return distillation_loss(scores, teacher, alpha, in_batch)
+    return colbert_xm_loss(scores, nway, in_batch)
+
+
 def dense_in_batch_loss(q: torch.Tensor, d: torch.Tensor, nway: int, temperature: float = 0.05) -> torch.Tensor:
     """DPR-XM: cosine similarity of pooled vectors, softmax over every passage in the batch.
 

@@ -142,11 +142,7 @@ class ColbertLossModule(nn.Module):
         Q = self.net.forward_queries(q_input_ids, q_attention_mask, lang_ids=q_lang_ids)
         D, d_mask = self.net.forward_documents(d_input_ids, d_attention_mask, lang_ids=d_lang_ids)
         scores = losses.maxsim_scores(Q.float(), D.float(), d_mask)
-        if teacher_scores is not None:
-            loss = losses.distillation_loss(scores, teacher_scores, self.alpha, self.in_batch)
-        else:
-            loss = losses.colbert_xm_loss(scores, self.nway, self.in_batch)
-        return {"loss": loss}
+        return {"loss": losses.recipe_loss(scores, self.nway, self.in_batch, self.alpha, teacher_scores)}
 
 
 class _ListDataset(torch.utils.data.Dataset):
