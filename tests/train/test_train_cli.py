@@ -53,6 +53,22 @@ def test_train_distillation_with_colxm_teacher_and_dpr(tmp_path, setup):
     assert json.loads((tmp_path / "dpr" / "1_Pooling" / "config.json").read_text())["pooling_mode_cls_token"]
 
 
+@pytest.mark.parametrize("cache", ["--cache-backbone", "--no-cache-backbone"])
+def test_train_projection_only_from_the_cli(tmp_path, setup, cache):
+    import torch
+    from safetensors.torch import load_file
+
+    base, pairs = setup
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "p", "--steps", 3, "--batch-size", 2,
+            "--lr", 1e-2, "--trainable-layers", 0, cache)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["steps"] == 3 and summary["trainable_params"] == 16 * 32  # the projection only
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(tmp_path / "p" / "model.safetensors"))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ["linear.weight"]
+
+
 def test_mine_command(tmp_path, setup):
     base, pairs = setup
     r = run("mine", pairs, "--out", tmp_path / "t.jsonl", "--method", "model", "--model", base, "--negatives", 2)

@@ -126,6 +126,8 @@ def train_command(
     freeze_embeddings: bool = typer.Option(True, help="ColBERT-XM: keep the embeddings frozen"),
     freeze_adapters: bool = typer.Option(True, help="ColBERT-XM: keep every language adapter frozen"),
     precision: str = typer.Option("auto", help="auto (bf16 where supported), bf16 or fp32"),
+    cache_backbone: bool = typer.Option(True, help="with --trainable-layers 0: run the frozen backbone "
+                                        "once per distinct text and keep its outputs in memory (float16)"),
     save_steps: int = typer.Option(500, help="checkpoint every N steps (resume continues from the last)"),
     tdp: float = typer.Option(65.0, help="device power (W) for the energy estimate"),
     carbon_intensity: float = typer.Option(0.432, help="kg CO2e per kWh for the estimate"),
@@ -139,7 +141,7 @@ def train_command(
                           learning_rate=lr, projection_lr=projection_lr, warmup_ratio=warmup,
                           trainable_layers=trainable_layers,
                           freeze_embeddings=freeze_embeddings, freeze_adapters=freeze_adapters,
-                          precision=precision, save_steps=save_steps, tdp_watts=tdp,
+                          precision=precision, cache_backbone=cache_backbone, save_steps=save_steps, tdp_watts=tdp,
                           carbon_intensity=carbon_intensity, seed=seed)
         if recipe == Recipe.colbert:
             from colxm.modeling.encoder import Encoder

@@ -378,7 +378,8 @@ def train_colbert(encoder, examples: Sequence[Triple | NwayTuple], cfg: TrainCon
 
 def _projection_only(net: nn.Module, trainable: list[str]) -> bool:
     """Whether only the projection trains, on a network that exposes its backbone output separately."""
-    return all(_PROJECTION.search(n) for n in trainable) and hasattr(net, "hidden") and hasattr(net, "document_mask")
+    return all(_PROJECTION.search(n) for n in trainable) and all(
+        hasattr(net, a) for a in ("hidden", "document_mask", "query_mask"))
 
 
 def _cached_head_setup(encoder, examples, nway: int, cfg: TrainConfig):
@@ -391,5 +392,7 @@ def _cached_head_setup(encoder, examples, nway: int, cfg: TrainConfig):
     net = encoder.model
     q_cache = ch.cache_texts(net, encoder.tokenize_queries, queries, documents=False, show_progress=True)
     p_cache = ch.cache_texts(net, encoder.tokenize_documents, passages, documents=True, show_progress=True)
+    gib = (q_cache.states.numel() + p_cache.states.numel()) * 2 / 2**30
+    log.info("backbone outputs cached: %.2f GiB in memory (cache_backbone=False trades it for time)", gib)
     module = ch.CachedHeadLossModule(net.linear, nway, cfg.in_batch, cfg.distillation_alpha)
     return module, rows, ch.CachedCollator(q_cache, p_cache)
