@@ -6,6 +6,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def project_queries(linear: nn.Linear, H: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Backbone output -> [B, Lq, dim] normalised query vectors, zero where ``keep`` is False."""
+    Q = F.normalize(linear(H), p=2, dim=2)
+    return Q if keep is None else Q * keep.unsqueeze(2).to(Q.dtype)
+
+
+def project_documents(linear: nn.Linear, H: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Backbone output -> [B, Ld, dim] normalised document vectors, zero where ``keep`` is False."""
+    D = linear(H)
+    return F.normalize(D * keep.unsqueeze(2).to(D.dtype), p=2, dim=2)
+
+
 class ColBERTModel(nn.Module):
     """colbert-ai's ColBERT.query / ColBERT.doc as a plain nn.Module.
 
@@ -52,20 +64,16 @@ class ColBERTModel(nn.Module):
     def forward_queries(self, input_ids, attention_mask, lang_ids=None) -> torch.Tensor:
         """[B, Lq, dim] normalised query vectors; zero at positions that do not score (their MaxSim
         term is then 0), which only happens with query expansion off."""
-        Q = F.normalize(self.linear(self.hidden(input_ids, attention_mask, lang_ids)), p=2, dim=2)
-        if self.expansion_id is not None:
-            Q = Q * self.query_mask(input_ids).unsqueeze(2).to(Q.dtype)
-        return Q
+        keep = None if self.expansion_id is None else self.query_mask(input_ids)
+        return project_queries(self.linear, self.hidden(input_ids, attention_mask, lang_ids), keep)
 
     def document_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return ~self.skip_table[input_ids]
 
     def forward_documents(self, input_ids, attention_mask, lang_ids=None):
         """([B, Ld, dim] normalised vectors, zero at dropped positions; keep mask [B, Ld] bool)."""
-        D = self.linear(self.hidden(input_ids, attention_mask, lang_ids))
         mask = self.document_mask(input_ids)
-        D = F.normalize(D * mask.unsqueeze(2).to(D.dtype), p=2, dim=2)
-        return D, mask
+        return project_documents(self.linear, self.hidden(input_ids, attention_mask, lang_ids), mask), mask
 
     def forward(self, input_ids, attention_mask, lang_ids=None):
         return self.forward_documents(input_ids, attention_mask, lang_ids)

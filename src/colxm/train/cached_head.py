@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from colxm.modeling.model import project_documents, project_queries
 from colxm.train import losses
 from colxm.train.data import NwayTuple, Triple
 
@@ -110,9 +110,8 @@ class CachedCollator:
 
 
 class CachedHeadLossModule(nn.Module):
-    """The projection and normalisation of ColBERTModel on cached states, plus the recipe's loss.
-
-    Scores match ColbertLossModule's exactly for a frozen backbone in eval mode (tested).
+    """ColBERTModel's projection and normalisation (``project_queries`` / ``project_documents``) on
+    cached backbone outputs, plus the recipe's loss. Scores match ColbertLossModule's for a frozen backbone in eval mode (tested).
     """
 
     accepts_loss_kwargs = False
@@ -125,7 +124,7 @@ class CachedHeadLossModule(nn.Module):
         self.alpha = distillation_alpha
 
     def forward(self, q_states, q_keep, d_states, d_keep, teacher_scores=None):
-        Q = F.normalize(self.linear(q_states), p=2, dim=2) * q_keep.unsqueeze(2).to(q_states.dtype)
-        D = F.normalize(self.linear(d_states) * d_keep.unsqueeze(2).to(d_states.dtype), p=2, dim=2)
+        Q = project_queries(self.linear, q_states, q_keep)
+        D = project_documents(self.linear, d_states, d_keep)
         scores = losses.maxsim_scores(Q.float(), D.float(), d_keep)
         return {"loss": losses.recipe_loss(scores, self.nway, self.in_batch, self.alpha, teacher_scores)}
