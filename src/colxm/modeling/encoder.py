@@ -24,6 +24,7 @@ from colxm.modeling.checkpoint import load_checkpoint, save_checkpoint
 from colxm.modeling.config import ColBERTConfig
 from colxm.modeling.languages import AUTO, LanguageRouter
 from colxm.modeling.model import ColBERTModel
+from colxm.modeling.query_weights import QueryTokenWeights
 from colxm.modeling.tokenization import QUERY_EXPANSION_KEY, ColBERTTokenizer
 
 log = logging.getLogger(__name__)
@@ -68,13 +69,17 @@ class Encoder:
                         dim: int = 128, seed: int = 0, batch_size: int = 32,
                         num_threads: int | None = None, language: str | None = None,
                         fallback_language: str | None = None, chunk_size: int = 2048,
-                        query_expansion: bool | None = None, **config_overrides) -> "Encoder":
+                        query_expansion: bool | None = None, query_weights: bool | None = None,
+                        **config_overrides) -> "Encoder":
         """Load an HF_ColBERT folder (colbert-ai / ColBERT-XM), a PyLate folder, or any Hugging Face
         encoder (then with a fresh random projection to ``dim``, seeded by ``seed``).
 
         ``marker_scheme`` ("legacy" / "current") overrides what the checkpoint was trained with;
         ``config_overrides`` set ColBERTConfig fields (query_maxlen, doc_maxlen, attend_to_mask_tokens, ...).
         ``query_expansion`` overrides whether the [MASK] padding of queries scores (saved with the model).
+        ``query_weights``: None uses the learned query-token weights when the folder has them
+        (:mod:`colxm.modeling.query_weights`); False scores plain ColBERT without them; True keeps
+        them, or adds an untrained head (every weight 1, to be trained) when the folder has none.
         """
         ck = load_checkpoint(path_or_hub_id, marker_scheme=marker_scheme)
         config = ck.config
@@ -97,14 +102,21 @@ class Encoder:
                 std = getattr(ck.backbone.config, "initializer_range", 0.02)
                 linear.weight.copy_(torch.randn(dim, hidden, generator=gen) * std)
         tok = ColBERTTokenizer(ck.tokenizer, config)
+        head = None
+        if query_weights is not False:
+            head = QueryTokenWeights.from_state(ck.query_weights or {}, hidden)
+            if head is None and query_weights:
+                head = QueryTokenWeights(hidden)
         model = ColBERTModel(ck.backbone, linear, torch.from_numpy(tok.skip_table),
-                             expansion_id=None if tok.query_expansion else tok.mask_id)
+                             expansion_id=None if tok.query_expansion else tok.mask_id, query_weights=head)
         options = EncoderOptions(batch_size, num_threads, language, fallback_language, chunk_size)
         return cls(model, tok, config, str(path_or_hub_id), options)
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write a colbert-ai HF_ColBERT folder (loadable by colbert-ai and by ``from_pretrained``)."""
-        return save_checkpoint(path, self.model.backbone, self.model.linear.weight, self._tok.tok, self.config)
+        head = self.model.query_weights
+        return save_checkpoint(path, self.model.backbone, self.model.linear.weight, self._tok.tok, self.config,
+                               extra_tensors=head.state_tensors() if head is not None else None)
 
     # ---- properties -----------------------------------------------------------------------------
     @property
@@ -156,8 +168,9 @@ class Encoder:
     # ---- encoding -------------------------------------------------------------------------------
     def encode_queries(self, texts: Sequence[str], languages=None, batch_size: int | None = None,
                        show_progress: bool | None = None) -> list[np.ndarray]:
-        """float32 [query_maxlen, dim] per query, rows L2-normalised (with query expansion off,
-        only the positions that score: the query's own tokens and markers)."""
+        """float32 [query_maxlen, dim] per query, rows L2-normalised, or times each token's learned
+        weight for models with query weights (with query expansion off, only the positions that
+        score: the query's own tokens and markers)."""
         texts = _check_texts(texts)
         lang = self.lang_ids(texts, languages)
         bs = batch_size or self.options.batch_size

@@ -5,10 +5,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from colxm.modeling.query_weights import QueryTokenWeights
 
-def project_queries(linear: nn.Linear, H: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """Backbone output -> [B, Lq, dim] normalised query vectors, zero where ``keep`` is False."""
+
+def project_queries(linear: nn.Linear, H: torch.Tensor, keep: torch.Tensor | None = None,
+                    weights: QueryTokenWeights | None = None) -> torch.Tensor:
+    """Backbone output -> [B, Lq, dim] normalised query vectors, zero where ``keep`` is False,
+    each scaled by its learned weight when the model has ``weights``."""
     Q = F.normalize(linear(H), p=2, dim=2)
+    if weights is not None:
+        return Q * weights(H, keep).unsqueeze(2).to(Q.dtype)
     return Q if keep is None else Q * keep.unsqueeze(2).to(Q.dtype)
 
 
@@ -25,13 +31,16 @@ class ColBERTModel(nn.Module):
     ``lang_ids`` ([B] long, adapter indexes) is used by XMOD backbones and ignored by others.
     ``expansion_id``: the id padding queries ([MASK]) when those positions must not score (query
     expansion off); None keeps every query position, as colbert-ai does.
+    ``query_weights``: a learned weight per query token (:mod:`colxm.modeling.query_weights`), or
+    None for plain ColBERT.
     """
 
     def __init__(self, backbone: nn.Module, linear: nn.Linear, skip_table: torch.Tensor,
-                 expansion_id: int | None = None):
+                 expansion_id: int | None = None, query_weights: QueryTokenWeights | None = None):
         super().__init__()
         self.backbone = backbone
         self.linear = linear
+        self.query_weights = query_weights
         self.register_buffer("skip_table", skip_table.bool(), persistent=False)
         self.expansion_id = expansion_id
         self.is_xmod = getattr(backbone.config, "model_type", "") == "xmod"
@@ -62,10 +71,12 @@ class ColBERTModel(nn.Module):
         return input_ids != self.expansion_id
 
     def forward_queries(self, input_ids, attention_mask, lang_ids=None) -> torch.Tensor:
-        """[B, Lq, dim] normalised query vectors; zero at positions that do not score (their MaxSim
-        term is then 0), which only happens with query expansion off."""
+        """[B, Lq, dim] query vectors: normalised (times each token's learned weight when the model
+        has query weights); zero at positions that do not score (their MaxSim term is then 0),
+        which only happens with query expansion off."""
         keep = None if self.expansion_id is None else self.query_mask(input_ids)
-        return project_queries(self.linear, self.hidden(input_ids, attention_mask, lang_ids), keep)
+        return project_queries(self.linear, self.hidden(input_ids, attention_mask, lang_ids), keep,
+                               self.query_weights)
 
     def document_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         return ~self.skip_table[input_ids]

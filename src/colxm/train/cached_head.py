@@ -1,4 +1,5 @@
-"""Projection-only training over cached backbone outputs (the whole backbone frozen).
+"""Training the head alone (projection and / or query-token weights) over cached backbone outputs
+(the whole backbone frozen).
 
 When nothing below the projection is trained, the backbone's output for a text never changes, so
 it is computed once per distinct text (in eval mode, without dropout) and every step only runs the
@@ -116,15 +117,20 @@ class CachedHeadLossModule(nn.Module):
 
     accepts_loss_kwargs = False
 
-    def __init__(self, linear: nn.Linear, nway: int, in_batch: bool = True, distillation_alpha: float = 1.0):
+    def __init__(self, linear: nn.Linear, nway: int, in_batch: bool = True, distillation_alpha: float = 1.0,
+                 query_weights: nn.Module | None = None, learn_temperature: bool = False):
         super().__init__()
         self.linear = linear
+        self.query_weights = query_weights
+        self.score_scale = losses.ScoreScale() if learn_temperature else None
         self.nway = nway
         self.in_batch = in_batch
         self.alpha = distillation_alpha
 
     def forward(self, q_states, q_keep, d_states, d_keep, teacher_scores=None):
-        Q = project_queries(self.linear, q_states, q_keep)
+        Q = project_queries(self.linear, q_states, q_keep, self.query_weights)
         D = project_documents(self.linear, d_states, d_keep)
         scores = losses.maxsim_scores(Q.float(), D.float(), d_keep)
+        if self.score_scale is not None:
+            scores = self.score_scale(scores)
         return {"loss": losses.recipe_loss(scores, self.nway, self.in_batch, self.alpha, teacher_scores)}

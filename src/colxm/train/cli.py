@@ -114,6 +114,13 @@ def train_command(
     grad_accum: int = typer.Option(1, help="gradient accumulation steps"),
     lr: float = typer.Option(5e-6, help="peak learning rate (AdamW, warm-up then linear decay)"),
     projection_lr: Optional[float] = typer.Option(None, help="separate peak LR for the projection"),
+    query_weights: bool = typer.Option(False, help="add and train learned query-token weights "
+                                       "(score = sum_i w_i max_j q_i.d_j; documents unchanged)"),
+    query_weights_lr: Optional[float] = typer.Option(None, help="separate peak LR for the query-weight head"),
+    freeze_projection: bool = typer.Option(False, help="keep the projection as it is"),
+    learn_temperature: Optional[bool] = typer.Option(None, "--learn-temperature/--no-learn-temperature",
+                                                     help="learn a scale of the scores in the loss "
+                                                     "(default: on with --query-weights)"),
     warmup: float = typer.Option(0.1, help="warm-up fraction of the steps"),
     mine: Mining = typer.Option(Mining.bm25, help="negative mining for a pairs file: bm25 or model"),
     negatives: int = typer.Option(1, help="hard negatives per query (n-way = negatives + 1)"),
@@ -139,10 +146,15 @@ def train_command(
 
         cfg = TrainConfig(output_dir=str(out), max_steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                           learning_rate=lr, projection_lr=projection_lr, warmup_ratio=warmup,
+                          query_weights=query_weights, query_weights_lr=query_weights_lr,
+                          freeze_projection=freeze_projection, learn_temperature=learn_temperature,
                           trainable_layers=trainable_layers,
                           freeze_embeddings=freeze_embeddings, freeze_adapters=freeze_adapters,
                           precision=precision, cache_backbone=cache_backbone, save_steps=save_steps, tdp_watts=tdp,
                           carbon_intensity=carbon_intensity, seed=seed)
+        if query_weights and recipe != Recipe.colbert:
+            raise InputError("--query-weights weighs the query tokens of late interaction: use it with "
+                             "--recipe colbert")
         if recipe == Recipe.colbert:
             from colxm.modeling.encoder import Encoder
 

@@ -3,7 +3,7 @@ in fp16, plus the ColBERT settings; ``apply_delta`` rebuilds the full HF_ColBERT
 base model offline.
 
 Layout of a delta folder: ``delta.safetensors`` (tensor names as in an HF_ColBERT checkpoint:
-``bert.encoder.layer.11...``, ``linear.weight``) and ``delta.json`` (``colbert_config``: the
+``bert.encoder.layer.11...``, ``linear.weight``, ``colxm_query_weights.*``) and ``delta.json`` (``colbert_config``: the
 artifact.metadata to write; ``base``: how to obtain the base model; free-form ``training`` notes).
 """
 from __future__ import annotations
@@ -15,14 +15,27 @@ from typing import Iterable
 import torch
 
 from colxm.errors import CheckpointError
+from colxm.modeling.query_weights import STATE_PREFIX as QUERY_WEIGHTS_PREFIX
 
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_META = "delta.json"
+_HEAD = "query_weights."  # the model's query-token weight head (stored as QUERY_WEIGHTS_PREFIX...)
 
 
 def _hf_name(model, name: str) -> str:
     if name.startswith("backbone."):
         return model.backbone.base_model_prefix + name[len("backbone"):]
+    if name.startswith(_HEAD):
+        return QUERY_WEIGHTS_PREFIX + name[len(_HEAD):]
+    return name
+
+
+def _local_name(prefix: str, name: str) -> str:
+    """The inverse of :func:`_hf_name` (``prefix``: the backbone's base_model_prefix plus a dot)."""
+    if name.startswith(prefix):
+        return "backbone." + name[len(prefix):]
+    if name.startswith(QUERY_WEIGHTS_PREFIX):
+        return _HEAD + name[len(QUERY_WEIGHTS_PREFIX):]
     return name
 
 
@@ -60,7 +73,8 @@ def delta_from_checkpoint(checkpoint: str | Path, out: str | Path, *, module_pre
     if not path.is_file():
         raise CheckpointError(f"{checkpoint} has no {TRAINABLE_FILE}: not a colxm training checkpoint")
     with safe_open(str(path), framework="pt") as f:
-        names = [k[len(module_prefix):] if k.startswith(module_prefix) else k for k in f.keys()]
+        names = [k[len(module_prefix):] if k.startswith(module_prefix) else k for k in f.keys()
+                 if not k.startswith("score_scale.")]  # the loss's temperature is not part of the model
     return export_delta(Encoder.from_pretrained(checkpoint), names, out, base=base, training=training)
 
 
@@ -78,12 +92,13 @@ def apply_delta(base: str | Path, delta: str | Path, out: str | Path) -> Path:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{delta}: not a readable colxm delta ({e})") from e
     config = ColBERTConfig.from_metadata(meta["colbert_config"])
-    enc = Encoder.from_pretrained(base, dim=config.dim)
+    with_head = any(n.startswith(QUERY_WEIGHTS_PREFIX) for n in tensors)  # learned query-token weights
+    enc = Encoder.from_pretrained(base, dim=config.dim, query_weights=True if with_head else None)
     model = enc.model
     prefix = model.backbone.base_model_prefix + "."
     with torch.no_grad():
         for name, t in tensors.items():
-            local = "backbone." + name[len(prefix):] if name.startswith(prefix) else name
+            local = _local_name(prefix, name)
             try:
                 p = model.get_parameter(local)
             except AttributeError:

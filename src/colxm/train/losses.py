@@ -103,6 +103,22 @@ def distillation_loss(
     return loss
 
 
+class ScoreScale(torch.nn.Module):
+    """A learned temperature: scores times exp(log_scale), starting at 1.
+
+    Learned query-token weights average 1 per query (colxm.modeling.query_weights), so they cannot
+    sharpen the softmax by growing all together; this scale does that instead, leaving the weights
+    to learn only which tokens matter. A training parameter: it is not part of the saved model.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.log_scale = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores * self.log_scale.exp()
+
+
 def recipe_loss(scores: torch.Tensor, nway: int, in_batch: bool = True, alpha: float = 1.0,
                 teacher: torch.Tensor | None = None) -> torch.Tensor:
     """ColBERTv2's distillation loss when teacher scores are given, else ColBERT-XM's loss."""

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from colxm.errors import InputError
+from colxm.modeling.query_weights import QueryTokenWeights
 from colxm.train import losses
 from colxm.train.data import NwayTuple, Triple
 
@@ -30,6 +31,8 @@ SUMMARY_FILE = "summary.json"
 LOSS_PLOT = "loss.png"
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 _PROJECTION = re.compile(r"(?:^|\.)linear\.weight$")
+_QUERY_WEIGHTS = re.compile(r"(?:^|\.)query_weights\.")
+_SCORE_SCALE = re.compile(r"(?:^|\.)score_scale\.")  # the loss's learned temperature (not saved in models)
 
 
 @dataclass
@@ -42,6 +45,10 @@ class TrainConfig:
     grad_accum: int = 1
     learning_rate: float = 5e-6
     projection_lr: float | None = None  # a separate peak LR for the projection (e.g. a fresh random one)
+    query_weights: bool = False  # add (when the model has none) and train learned query-token weights
+    query_weights_lr: float | None = None  # a separate peak LR for that head (it starts from scratch)
+    freeze_projection: bool = False  # keep the projection as it is (e.g. train only the query weights)
+    learn_temperature: bool | None = None  # learn a scale of the scores in the loss; None: with query_weights
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     in_batch: bool = True
@@ -66,8 +73,11 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "save_steps", "logging_steps"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.learning_rate <= 0 or (self.projection_lr is not None and self.projection_lr <= 0):
-            raise InputError(f"learning rates must be positive, got {self.learning_rate}, {self.projection_lr}")
+        lrs = (self.learning_rate, self.projection_lr, self.query_weights_lr)
+        if any(lr is not None and lr <= 0 for lr in lrs):
+            raise InputError(f"learning rates must be positive, got {lrs}")
+        if self.query_weights_lr is not None and not self.query_weights:
+            raise InputError("query_weights_lr is set but query_weights is off; turn query_weights on")
 
 
 # ------------------------------------------------------------------------------------------- freezing
@@ -77,18 +87,21 @@ def apply_freezing(
     freeze_embeddings: bool = True,
     freeze_adapters: bool = True,
     trainable_layers: int | None = None,
+    freeze_projection: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Set ``requires_grad`` by parameter name; returns (trainable names, frozen names).
 
     ColBERT-XM recipe: freeze ``*embeddings.*`` and every XMOD language adapter
     (``*.adapter_modules.*``), train the shared transformer weights and the projection.
-    ``trainable_layers=N`` also freezes every transformer layer below the top N.
+    ``trainable_layers=N`` also freezes every transformer layer below the top N;
+    ``freeze_projection`` freezes the projection too.
     """
     layers = [int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))]
     lowest_trained = (max(layers) + 1 - trainable_layers) if (trainable_layers is not None and layers) else None
     trainable, frozen = [], []
     for name, p in model.named_parameters():
         freeze = (freeze_embeddings and "embeddings." in name) or (freeze_adapters and ".adapter_modules." in name)
+        freeze = freeze or bool(freeze_projection and _PROJECTION.search(name))
         if lowest_trained is not None:
             m = _LAYER.search(name)
             if m is not None and int(m.group(1)) < lowest_trained:
@@ -130,18 +143,22 @@ class ColbertLossModule(nn.Module):
 
     accepts_loss_kwargs = False  # the Trainer then scales the loss for gradient accumulation
 
-    def __init__(self, net: nn.Module, nway: int, in_batch: bool = True, distillation_alpha: float = 1.0):
+    def __init__(self, net: nn.Module, nway: int, in_batch: bool = True, distillation_alpha: float = 1.0,
+                 learn_temperature: bool = False):
         super().__init__()
         self.net = net
         self.nway = nway
         self.in_batch = in_batch
         self.alpha = distillation_alpha
+        self.score_scale = losses.ScoreScale() if learn_temperature else None
 
     def forward(self, q_input_ids, q_attention_mask, d_input_ids, d_attention_mask,
                 q_lang_ids=None, d_lang_ids=None, teacher_scores=None):
         Q = self.net.forward_queries(q_input_ids, q_attention_mask, lang_ids=q_lang_ids)
         D, d_mask = self.net.forward_documents(d_input_ids, d_attention_mask, lang_ids=d_lang_ids)
         scores = losses.maxsim_scores(Q.float(), D.float(), d_mask)
+        if self.score_scale is not None:
+            scores = self.score_scale(scores)
         return {"loss": losses.recipe_loss(scores, self.nway, self.in_batch, self.alpha, teacher_scores)}
 
 
@@ -163,21 +180,31 @@ def _make_hf_trainer(**kwargs):
     from transformers import Trainer
 
     class ColxmHFTrainer(Trainer):
-        def __init__(self, *a, save_fn: Callable[[str], None], projection_lr: float | None = None, **kw):
+        def __init__(self, *a, save_fn: Callable[[str], None], projection_lr: float | None = None,
+                     query_weights_lr: float | None = None, **kw):
             super().__init__(*a, **kw)
             self._colxm_save_fn = save_fn
-            self._projection_lr = projection_lr
+            self._own_lrs = [(_PROJECTION, projection_lr, "projection (linear.weight)"),
+                             (_QUERY_WEIGHTS, query_weights_lr, "query-weight head")]
+            if query_weights_lr is not None:  # the learned temperature moves with the head
+                self._own_lrs.append((_SCORE_SCALE, query_weights_lr, "score scale"))
 
         def create_optimizer(self):
-            if self._projection_lr is None or self.optimizer is not None:
+            """AdamW with a group of its own for each part that has a separate peak LR."""
+            own = [(pattern, lr, what) for pattern, lr, what in self._own_lrs if lr is not None]
+            if not own or self.optimizer is not None:
                 return super().create_optimizer()
             named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            proj = [p for n, p in named if _PROJECTION.search(n)]
-            rest = [p for n, p in named if not _PROJECTION.search(n)]
-            if not proj:
-                raise InputError("projection_lr is set but the model has no trainable projection (linear.weight)")
-            groups = [{"params": rest, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay},
-                      {"params": proj, "lr": self._projection_lr, "weight_decay": 0.0}]
+            groups = []
+            for pattern, lr, what in own:
+                params = [p for n, p in named if pattern.search(n)]
+                if not params and pattern is _SCORE_SCALE:
+                    continue
+                if not params:
+                    raise InputError(f"a separate learning rate is set for the {what}, but it is not trained")
+                groups.append({"params": params, "lr": lr, "weight_decay": 0.0})
+            rest = [p for n, p in named if not any(pattern.search(n) for pattern, _, _ in own)]
+            groups.append({"params": rest, "lr": self.args.learning_rate, "weight_decay": self.args.weight_decay})
             self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.args.learning_rate)
             return self.optimizer
 
@@ -301,6 +328,7 @@ def run_training(
     trainer = _make_hf_trainer(
         callbacks=callbacks, model=module, args=args, train_dataset=_ListDataset(dataset),
         data_collator=collator, save_fn=save_fn, projection_lr=cfg.projection_lr,
+        query_weights_lr=cfg.query_weights_lr,
     )
     last = get_last_checkpoint(str(out)) if cfg.resume else None
     if last:
@@ -361,13 +389,23 @@ def train_colbert(encoder, examples: Sequence[Triple | NwayTuple], cfg: TrainCon
     if len(kinds) != 1:
         raise InputError("mixing triples and n-way tuples in one run is not supported")
     nway = len(examples[0].passages) if isinstance(examples[0], NwayTuple) else 2
+    if cfg.query_weights and getattr(encoder.model, "query_weights", None) is None:
+        encoder.model.query_weights = QueryTokenWeights(encoder.model.backbone.config.hidden_size)
     trainable, frozen = apply_freezing(encoder.model, freeze_embeddings=cfg.freeze_embeddings,
-                                       freeze_adapters=cfg.freeze_adapters, trainable_layers=cfg.trainable_layers)
+                                       freeze_adapters=cfg.freeze_adapters, trainable_layers=cfg.trainable_layers,
+                                       freeze_projection=cfg.freeze_projection)
+    if not cfg.query_weights and getattr(encoder.model, "query_weights", None) is not None:
+        for p in encoder.model.query_weights.parameters():  # a saved head stays as it is unless asked
+            p.requires_grad_(False)
+        trainable = [n for n in trainable if not _QUERY_WEIGHTS.search(n)]
+        if not trainable:
+            raise InputError("the freezing rule leaves no parameter to train")
     log.info("training %d tensors, %d frozen", len(trainable), len(frozen))
-    if cfg.cache_backbone and _projection_only(encoder.model, trainable):
-        module, examples, collator = _cached_head_setup(encoder, examples, nway, cfg)
+    learn_temperature = cfg.query_weights if cfg.learn_temperature is None else cfg.learn_temperature
+    if cfg.cache_backbone and _head_only(encoder.model, trainable):
+        module, examples, collator = _cached_head_setup(encoder, examples, nway, cfg, learn_temperature)
     else:
-        module = ColbertLossModule(encoder.model, nway, cfg.in_batch, cfg.distillation_alpha)
+        module = ColbertLossModule(encoder.model, nway, cfg.in_batch, cfg.distillation_alpha, learn_temperature)
         collator = ColbertCollator(encoder.tokenize_queries, encoder.tokenize_documents)
     encoder.model.train()
     try:
@@ -376,23 +414,26 @@ def train_colbert(encoder, examples: Sequence[Triple | NwayTuple], cfg: TrainCon
         encoder.model.eval()
 
 
-def _projection_only(net: nn.Module, trainable: list[str]) -> bool:
-    """Whether only the projection trains, on a network that exposes its backbone output separately."""
-    return all(_PROJECTION.search(n) for n in trainable) and all(
+def _head_only(net: nn.Module, trainable: list[str]) -> bool:
+    """Whether only the projection and / or the query-weight head train, on a network that exposes
+    its backbone output separately (then the backbone's outputs can be cached)."""
+    return all(_PROJECTION.search(n) or _QUERY_WEIGHTS.search(n) for n in trainable) and all(
         hasattr(net, a) for a in ("hidden", "document_mask", "query_mask"))
 
 
-def _cached_head_setup(encoder, examples, nway: int, cfg: TrainConfig):
+def _cached_head_setup(encoder, examples, nway: int, cfg: TrainConfig, learn_temperature: bool):
     """Module, dataset and collator of a projection-only run over cached backbone outputs."""
     from colxm.train import cached_head as ch
 
     queries, passages, rows = ch.index_examples(examples)
-    log.info("projection only: caching backbone outputs of %d queries and %d passages",
+    log.info("backbone frozen: caching its outputs for %d queries and %d passages",
              len(queries), len(passages))
     net = encoder.model
     q_cache = ch.cache_texts(net, encoder.tokenize_queries, queries, documents=False, show_progress=True)
     p_cache = ch.cache_texts(net, encoder.tokenize_documents, passages, documents=True, show_progress=True)
     gib = (q_cache.states.numel() + p_cache.states.numel()) * 2 / 2**30
     log.info("backbone outputs cached: %.2f GiB in memory (cache_backbone=False trades it for time)", gib)
-    module = ch.CachedHeadLossModule(net.linear, nway, cfg.in_batch, cfg.distillation_alpha)
+    module = ch.CachedHeadLossModule(net.linear, nway, cfg.in_batch, cfg.distillation_alpha,
+                                     query_weights=getattr(net, "query_weights", None),
+                                     learn_temperature=learn_temperature)
     return module, rows, ch.CachedCollator(q_cache, p_cache)
