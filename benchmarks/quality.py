@@ -6,6 +6,8 @@
                 cosine (e5 convention: "query: " / "passage: " prefixes)
   colxm_exact   late interaction, exhaustive MaxSim on uncompressed token vectors
   colxm_nbitsB  late interaction through a colxm index (residual compression at B bits, PLAID search)
+  *_plain       with --compare-plain: the same model without its learned query-token weights
+                (same document vectors; plain ColBERT on the same backbone and projection)
 
 Metrics MRR@10, R@100, nDCG@10 via colxm.evaluate (ir-measures). Token vectors are cached under
 --cache so that a rerun (or another nbits) does not encode again. One JSON line per set, then a
@@ -156,8 +158,9 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
     def record(system, run, t0):
         row["systems"][system] = {m: round(v, 4) for m, v in evaluate_run(run, qrels, MEASURES).items()}
         runs[system] = run
-        if system.startswith("colxm_nbits") and "colxm_exact" in runs:  # fidelity: top 10 kept from exact
-            row.setdefault("overlap@10_vs_exact", {})[system] = round(_overlap10(run, runs["colxm_exact"]), 4)
+        exact = "colxm_exact" + ("_plain" if system.endswith("_plain") else "")
+        if system.startswith("colxm_nbits") and exact in runs:  # fidelity: top 10 kept from exact
+            row.setdefault("overlap@10_vs_exact", {})[system] = round(_overlap10(run, runs[exact]), 4)
         row["seconds"][system] = round(time.perf_counter() - t0, 1)
         log(f"{name} {system}: {row['systems'][system]} ({row['seconds'][system]} s)")
 
@@ -181,9 +184,14 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
     D, doclens = cached_token_vectors(enc, docs, cache)
     log(f"{name}: {len(D)} document token vectors ({time.perf_counter() - t0:.0f} s)")
     Q = enc.encode_queries([queries[q] for q in qids], show_progress=False)
-    t0 = time.perf_counter()
-    scores = np.concatenate([exact_maxsim_scores(Q[s:s + 32], D, doclens) for s in range(0, len(Q), 32)])
-    record("colxm_exact", run_from_scores(qids, doc_ids, scores), t0)
+    # the same model without its learned query-token weights: every row back to unit length, which
+    # is plain ColBERT on the same backbone and projection (bar (a) when those are untrained)
+    variants = [("", Q)] + ([("_plain", [q / np.linalg.norm(q, axis=1, keepdims=True) for q in Q])]
+                            if args.compare_plain else [])
+    for suffix, Qv in variants:
+        t0 = time.perf_counter()
+        scores = np.concatenate([exact_maxsim_scores(Qv[s:s + 32], D, doclens) for s in range(0, len(Qv), 32)])
+        record("colxm_exact" + suffix, run_from_scores(qids, doc_ids, scores), t0)
 
     offsets = np.concatenate([[0], np.cumsum(doclens)])
     for nbits in args.nbits:
@@ -193,8 +201,10 @@ def evaluate_set(name: str, data: Path, args, enc, dense_model, cache_root: Path
             idx = Index.build(tmp / "index", [{"id": d["id"], "text": d["text"]} for d in docs],
                               embeddings=(D[offsets[i]:offsets[i + 1]] for i in range(len(docs))),
                               config=IndexConfig(nbits=nbits), show_progress=False)
-            hits = idx.search_embeddings(Q, k=min(DEPTH, len(docs)))
-            record(f"colxm_nbits{nbits}", {q: {h.id: h.score for h in hs} for q, hs in zip(qids, hits)}, t0)
+            for suffix, Qv in variants:
+                t0 = time.perf_counter() if suffix else t0
+                hits = idx.search_embeddings(Qv, k=min(DEPTH, len(docs)))
+                record(f"colxm_nbits{nbits}{suffix}", {q: {h.id: h.score for h in hs} for q, hs in zip(qids, hits)}, t0)
             if args.compare_normalised:
                 # the same index and codes scored as colbert-ai scores them (decompressed vectors
                 # L2-normalised): a measurement switch on the opened codec, not a user setting
@@ -242,6 +252,8 @@ def main() -> None:
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--compare-normalised", action="store_true",
                     help="also score each compressed index as colbert-ai does (decompressed vectors normalised)")
+    ap.add_argument("--compare-plain", action="store_true",
+                    help="also score the model without its learned query-token weights (same document vectors)")
     ap.add_argument("--bm25-only", action="store_true", help="only the BM25 column (no model, seconds)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/colxm-bench/quality"))

@@ -161,7 +161,10 @@ def test_shipped_projection_hook(tmp_path, monkeypatch, layout):
     shipped.mkdir()
     trained = np.random.default_rng(1).standard_normal((8, H)).astype(np.float32)
     layer = np.random.default_rng(2).standard_normal((FF, H)).astype(np.float16)
-    tensors = {"linear.weight": trained, "bert.encoder.layer.0.intermediate.dense.weight": layer}
+    head = np.random.default_rng(3).standard_normal((1, H + 1)).astype(np.float16)
+    tensors = {"linear.weight": trained, "bert.encoder.layer.0.intermediate.dense.weight": layer,
+               "colxm_query_weights.score.weight": head,  # learned query-token weights
+               "colxm_query_weights.score.bias": np.array([0.5], dtype=np.float16)}
     if layout == "delta":  # colxm.train.delta.export_delta
         save_file(tensors, str(shipped / "delta.safetensors"))
         (shipped / "delta.json").write_text(json.dumps({"colbert_config": {
@@ -179,6 +182,11 @@ def test_shipped_projection_hook(tmp_path, monkeypatch, layout):
     weights = load_file(str(path / "model.safetensors"))
     np.testing.assert_array_equal(weights["linear.weight"], trained)
     np.testing.assert_array_equal(weights["bert.encoder.layer.0.intermediate.dense.weight"], layer.astype(np.float32))
+    np.testing.assert_array_equal(weights["colxm_query_weights.score.weight"], head.astype(np.float32))
+    from colxm.modeling.encoder import Encoder
+
+    loaded = Encoder.from_pretrained(path).model.query_weights
+    assert loaded is not None and float(loaded.score.bias) == 0.5
     meta = json.loads((path / "artifact.metadata").read_text())
     assert meta["dim"] == 8 and meta["query_maxlen"] == 12 and meta["doc_maxlen"] == 20
     assert meta["colxm_query_prefix"] == "query: "

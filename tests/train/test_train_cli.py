@@ -69,6 +69,24 @@ def test_train_projection_only_from_the_cli(tmp_path, setup, cache):
     assert changed == ["linear.weight"]
 
 
+@pytest.mark.parametrize("cache", ["--cache-backbone", "--no-cache-backbone"])
+def test_train_query_weights_alone_from_the_cli(tmp_path, setup, cache):
+    import torch
+    from safetensors.torch import load_file
+
+    base, pairs = setup
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "w", "--steps", 3, "--batch-size", 2,
+            "--query-weights", "--query-weights-lr", 0.1, "--freeze-projection", "--trainable-layers", 0, cache)
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.output.strip().splitlines()[-1])
+    assert summary["trainable_params"] == (32 + 1) + 1 + 1  # head: hidden + 1 inputs, a bias; the temperature
+    before, after = load_file(str(base / "model.safetensors")), load_file(str(tmp_path / "w" / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)  # backbone and projection unchanged
+    assert sorted(set(after) - set(before)) == ["colxm_query_weights.score.bias", "colxm_query_weights.score.weight"]
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "d", "--recipe", "dpr", "--query-weights")
+    assert r.exit_code == 1 and "--recipe colbert" in r.output
+
+
 def test_mine_command(tmp_path, setup):
     base, pairs = setup
     r = run("mine", pairs, "--out", tmp_path / "t.jsonl", "--method", "model", "--model", base, "--negatives", 2)

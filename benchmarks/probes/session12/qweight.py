@@ -29,6 +29,7 @@ ap.add_argument("--sets", default="ru,zh,ar,hi,en,de,es")
 ap.add_argument("--save", default=None)
 ap.add_argument("--mean-one", action="store_true", help="scale each query's weights to mean 1")
 ap.add_argument("--temp-lr", type=float, default=0.0, help="learn a loss temperature (log scale) at this lr")
+ap.add_argument("--load", default=None, help="evaluate the query-weight head of this colxm model folder")
 ap.add_argument("--eval-every", type=int, default=0)
 a = ap.parse_args()
 C = Path(a.cache)
@@ -119,6 +120,12 @@ def evaluate(head, tag):
 
 head = Head(hidden=a.hidden, norm_feature=not a.no_norm_feature)
 head.mean_one = a.mean_one
+if a.load:
+    from safetensors.torch import load_file
+    st = load_file(f"{a.load}/model.safetensors")
+    with torch.no_grad():
+        head.net.weight.copy_(st["colxm_query_weights.score.weight"]); head.net.bias.copy_(st["colxm_query_weights.score.bias"])
+    head.mean_one = True
 if a.epochs == 0:
     evaluate(head, "init"); sys.exit()
 groups = [{"params": list(head.net.parameters()), "lr": a.lr}]
