@@ -21,11 +21,19 @@ cols = [("bm25", lambda s: new[s]["bm25"]), ("e5 dense", lambda s: new[s]["dense
 sets = [s for s in new if s in old]
 print("| set | " + " | ".join(c for c, _ in cols) + " |")
 print("|---|" + "---|" * len(cols))
-table = {s: [f(s)["MRR@10"] for _, f in cols] for s in sets}
+def cell(f, s):
+    try:
+        return f(s)["MRR@10"]
+    except KeyError:  # not measured (the DDTP sets ran without an index)
+        return None
+
+
+table = {s: [cell(f, s) for _, f in cols] for s in sets}
 for s in sets:
-    print(f"| {s} | " + " | ".join(f"{v:.4f}" for v in table[s]) + " |")
-print(f"| **mean of {len(sets)}** | " + " | ".join(f"{sum(table[s][i] for s in sets) / len(sets):.4f}"
-                                            for i in range(len(cols))) + " |")
+    print(f"| {s} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in table[s]) + " |")
+means = [None if any(table[s][i] is None for s in sets) else sum(table[s][i] for s in sets) / len(sets)
+         for i in range(len(cols))]
+print(f"| **mean of {len(sets)}** | " + " | ".join("–" if m is None else f"{m:.4f}" for m in means) + " |")
 print()
 by_lang = defaultdict(list)
 for s in sets:
