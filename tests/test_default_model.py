@@ -212,3 +212,14 @@ def test_download_failure_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="could not download.*--model"):
         dm.default_model_path()
     assert not (tmp_path / "c" / "models" / dm.model_name()).exists()
+
+
+def test_the_shipped_default_is_e5_with_a_query_weight_head():
+    """The package's own files: the identity 384-d projection plus a trained query-weight head."""
+    tensors, config = dm.shipped_projection()
+    assert sorted(tensors) == ["colxm_query_weights.score.bias", "colxm_query_weights.score.weight", "linear.weight"]
+    np.testing.assert_array_equal(tensors["linear.weight"], np.eye(384, dtype=tensors["linear.weight"].dtype))
+    assert tensors["colxm_query_weights.score.weight"].shape == (1, 385)
+    assert np.abs(tensors["colxm_query_weights.score.weight"]).max() > 0  # trained, not the unit start
+    assert config.dim == 384 and config.extra["colxm_query_prefix"] == "query: "
+    assert config.extra["colxm_query_expansion"] is False

@@ -69,6 +69,9 @@ def test_projection_only_run_uses_the_cache_and_trains_only_the_projection(tmp_p
     summary = train_colbert(encoder, rows, cfg)
     assert sum(calls) == 4 + 8  # 4 distinct queries, 8 distinct passages, once each
     assert summary["trainable_params"] == encoder.model.linear.weight.numel()
+    # the run's time (and energy) includes caching the backbone, not only the steps
+    assert summary["prepare_time_s"] > 0 and summary["train_time_s"] > 0
+    assert summary["wall_time_s"] == pytest.approx(summary["prepare_time_s"] + summary["train_time_s"], abs=2e-3)
     losses = [v for _, v in summary["loss_curve"]]
     assert min(losses[-3:]) < losses[0]
     for n, p in encoder.model.named_parameters():

@@ -84,6 +84,20 @@ def test_trainable_layers_limits_training_to_the_top(tiny_encoder):
     assert any(".layer.0." in n for n in frozen)
 
 
+def test_freeze_query_weights_keeps_a_saved_head_out_of_training(tiny_encoder):
+    from colxm.modeling.query_weights import QueryTokenWeights
+
+    tiny_encoder.model.query_weights = QueryTokenWeights(tiny_encoder.model.backbone.config.hidden_size)
+    head = {n for n, _ in tiny_encoder.model.named_parameters() if n.startswith("query_weights.")}
+    assert len(head) == 2
+    trainable, frozen = apply_freezing(tiny_encoder.model, freeze_query_weights=True)
+    assert head <= set(frozen) and not head & set(trainable)
+    trainable, _ = apply_freezing(tiny_encoder.model, freeze_projection=True)
+    assert head <= set(trainable) and "linear.weight" not in trainable
+    with pytest.raises(InputError, match="no parameter to train"):
+        apply_freezing(tiny_encoder.model, trainable_layers=0, freeze_projection=True, freeze_query_weights=True)
+
+
 def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
     from transformers import TrainerCallback
 

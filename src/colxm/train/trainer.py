@@ -88,13 +88,14 @@ def apply_freezing(
     freeze_adapters: bool = True,
     trainable_layers: int | None = None,
     freeze_projection: bool = False,
+    freeze_query_weights: bool = False,
 ) -> tuple[list[str], list[str]]:
     """Set ``requires_grad`` by parameter name; returns (trainable names, frozen names).
 
     ColBERT-XM recipe: freeze ``*embeddings.*`` and every XMOD language adapter
     (``*.adapter_modules.*``), train the shared transformer weights and the projection.
     ``trainable_layers=N`` also freezes every transformer layer below the top N;
-    ``freeze_projection`` freezes the projection too.
+    ``freeze_projection`` freezes the projection too, ``freeze_query_weights`` the query-token weight head.
     """
     layers = [int(m.group(1)) for n, _ in model.named_parameters() if (m := _LAYER.search(n))]
     lowest_trained = (max(layers) + 1 - trainable_layers) if (trainable_layers is not None and layers) else None
@@ -102,6 +103,7 @@ def apply_freezing(
     for name, p in model.named_parameters():
         freeze = (freeze_embeddings and "embeddings." in name) or (freeze_adapters and ".adapter_modules." in name)
         freeze = freeze or bool(freeze_projection and _PROJECTION.search(name))
+        freeze = freeze or bool(freeze_query_weights and _QUERY_WEIGHTS.search(name))
         if lowest_trained is not None:
             m = _LAYER.search(name)
             if m is not None and int(m.group(1)) < lowest_trained:
@@ -286,11 +288,13 @@ def run_training(
     collator: Callable,
     cfg: TrainConfig,
     save_fn: Callable[[str], None],
+    prepare_seconds: float = 0.0,
 ) -> dict:
     """Train ``module`` (returns ``{"loss": ...}``) on ``dataset`` with transformers' Trainer.
 
     Checkpoints go to ``cfg.output_dir/checkpoint-N`` (``save_fn`` writes the model, plus the
-    trained tensors for resuming); the final model to ``cfg.output_dir``. Returns the run summary.
+    trained tensors for resuming); the final model to ``cfg.output_dir``. Returns the run summary;
+    ``prepare_seconds`` (e.g. caching the frozen backbone) counts in its wall time and energy.
     """
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
@@ -339,6 +343,7 @@ def run_training(
     trainer.save_model(str(out))
     trainer.save_state()
     return write_summary(out, trainer.state.log_history, trainer.state.global_step, wall, cfg,
+                         prepare_seconds=prepare_seconds,
                          extra={"resumed_from": last, "train_loss": result.training_loss,
                                 "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
                                 "frozen_params": sum(p.numel() for p in module.parameters() if not p.requires_grad),
@@ -353,11 +358,15 @@ def energy_estimate(wall_seconds: float, tdp_watts: float, carbon_intensity: flo
 
 
 def write_summary(out: Path, log_history: list[dict], steps: int, wall: float, cfg: TrainConfig,
-                  extra: dict | None = None) -> dict:
-    """``summary.json`` and ``loss.png`` (when matplotlib is installed) in ``out``."""
+                  extra: dict | None = None, prepare_seconds: float = 0.0) -> dict:
+    """``summary.json`` and ``loss.png`` (when matplotlib is installed) in ``out``.
+
+    ``wall_time_s`` (and the energy estimate) = ``prepare_time_s`` + ``train_time_s`` (the steps)."""
     curve = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
-    summary = {"steps": steps, "wall_time_s": round(wall, 3), "loss_curve": curve,
-               **energy_estimate(wall, cfg.tdp_watts, cfg.carbon_intensity), **(extra or {})}
+    total = wall + prepare_seconds
+    summary = {"steps": steps, "wall_time_s": round(total, 3), "prepare_time_s": round(prepare_seconds, 3),
+               "train_time_s": round(wall, 3), "loss_curve": curve,
+               **energy_estimate(total, cfg.tdp_watts, cfg.carbon_intensity), **(extra or {})}
     try:
         import matplotlib
 
@@ -391,15 +400,12 @@ def train_colbert(encoder, examples: Sequence[Triple | NwayTuple], cfg: TrainCon
     nway = len(examples[0].passages) if isinstance(examples[0], NwayTuple) else 2
     if cfg.query_weights and getattr(encoder.model, "query_weights", None) is None:
         encoder.model.query_weights = QueryTokenWeights(encoder.model.backbone.config.hidden_size)
+    t0 = time.perf_counter()
+    # a saved query-weight head stays as it is unless asked
     trainable, frozen = apply_freezing(encoder.model, freeze_embeddings=cfg.freeze_embeddings,
                                        freeze_adapters=cfg.freeze_adapters, trainable_layers=cfg.trainable_layers,
-                                       freeze_projection=cfg.freeze_projection)
-    if not cfg.query_weights and getattr(encoder.model, "query_weights", None) is not None:
-        for p in encoder.model.query_weights.parameters():  # a saved head stays as it is unless asked
-            p.requires_grad_(False)
-        trainable = [n for n in trainable if not _QUERY_WEIGHTS.search(n)]
-        if not trainable:
-            raise InputError("the freezing rule leaves no parameter to train")
+                                       freeze_projection=cfg.freeze_projection,
+                                       freeze_query_weights=not cfg.query_weights)
     log.info("training %d tensors, %d frozen", len(trainable), len(frozen))
     learn_temperature = cfg.query_weights if cfg.learn_temperature is None else cfg.learn_temperature
     if cfg.cache_backbone and _head_only(encoder.model, trainable):
@@ -409,7 +415,8 @@ def train_colbert(encoder, examples: Sequence[Triple | NwayTuple], cfg: TrainCon
         collator = ColbertCollator(encoder.tokenize_queries, encoder.tokenize_documents)
     encoder.model.train()
     try:
-        return run_training(module, examples, collator, cfg, save_fn=lambda d: encoder.save_pretrained(d))
+        return run_training(module, examples, collator, cfg, save_fn=lambda d: encoder.save_pretrained(d),
+                            prepare_seconds=time.perf_counter() - t0)
     finally:
         encoder.model.eval()
 
