@@ -79,6 +79,14 @@ def check_index(path: Path, state: dict[str, int], rng: random.Random) -> None:
         idx.close()
 
 
+def wait_for_file(path: Path, timeout: float) -> None:
+    """Until ``path`` exists (fails after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"the writer never started an operation ({path})"
+        time.sleep(0.005)
+
+
 def test_sigkill_writer_at_random_moments(tmp_path, zygote):
     path, sd = tmp_path / "idx", tmp_path / "state"
     sd.mkdir()
@@ -95,7 +103,10 @@ def test_sigkill_writer_at_random_moments(tmp_path, zygote):
     for round_ in range(KILLS):
         (sd / "intent.json").unlink(missing_ok=True)
         pid = zygote.ask(f"fork fault_writer {path} {sd} {round_ + 1}")
-        time.sleep(rng.uniform(0.05, 0.6))
+        # the clock starts once the writer is in its first operation, so that a loaded machine
+        # (a slow Index.open) does not move the kills out of the writes
+        wait_for_file(sd / "intent.json", timeout=120)
+        time.sleep(rng.uniform(0.0, 0.4))
         os.kill(pid, signal.SIGKILL)
         status = zygote.ask(f"wait {pid}")
         assert os.WIFSIGNALED(status), "the writer died on its own (see its traceback above)"

@@ -55,3 +55,14 @@ def test_dpr_xm_training_and_round_trip(tmp_path):
     a, b = model.encode(texts), again.encode(texts)
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("flag", ["query_weights", "learn_temperature"])
+def test_dpr_xm_refuses_late_interaction_options(tmp_path, flag):
+    from tiny_models import make_tiny_bert_colbert
+
+    model = DenseRetriever.from_pretrained(make_tiny_bert_colbert(tmp_path / "base"), DenseConfig(pooling="mean"))
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=2, **{flag: True})
+    with pytest.raises(InputError, match="DPR-XM has one vector per query"):
+        train_dense(model, ROWS, cfg)
+    assert not (tmp_path / "run").exists()

@@ -98,6 +98,18 @@ def test_freeze_query_weights_keeps_a_saved_head_out_of_training(tiny_encoder):
         apply_freezing(tiny_encoder.model, trainable_layers=0, freeze_projection=True, freeze_query_weights=True)
 
 
+def test_learned_temperature_gets_its_own_lr_without_a_head(tmp_path, tiny_encoder):
+    from safetensors.torch import load_file
+
+    from colxm.train.trainer import SCORE_SCALE_LR
+
+    # at the backbone's LR (1e-7) the one log-scale scalar could not move past ~1e-6 in 8 steps
+    train_colbert(tiny_encoder, TRIPLES, cfg(tmp_path, max_steps=8, learning_rate=1e-7, save_steps=8,
+                                             learn_temperature=True))
+    log_scale = float(load_file(str(tmp_path / "run" / "checkpoint-8" / "trainable.safetensors"))["score_scale.log_scale"])
+    assert 1e-3 < abs(log_scale) <= 8 * SCORE_SCALE_LR
+
+
 def test_resume_continues_from_the_saved_step(tmp_path, tiny_encoder):
     from transformers import TrainerCallback
 

@@ -164,6 +164,9 @@ def train_dense(model: DenseRetriever, examples: Sequence[Triple | NwayTuple], c
     """DPR-XM fine-tuning (teacher scores, if any, are ignored: in-batch negatives only)."""
     if not examples:
         raise InputError("no training examples")
+    if cfg.query_weights or cfg.learn_temperature:
+        raise InputError("query-token weights and the learned temperature belong to late interaction: "
+                         "DPR-XM has one vector per query; turn query_weights and learn_temperature off")
     apply_freezing(model.backbone, freeze_embeddings=cfg.freeze_embeddings,
                    freeze_adapters=cfg.freeze_adapters, trainable_layers=cfg.trainable_layers)
     model.train()

@@ -32,6 +32,7 @@ LOSS_PLOT = "loss.png"
 _LAYER = re.compile(r"(?:^|\.)layer\.(\d+)\.")
 _PROJECTION = re.compile(r"(?:^|\.)linear\.weight$")
 _QUERY_WEIGHTS = re.compile(r"(?:^|\.)query_weights\.")
+SCORE_SCALE_LR = 1e-2  # peak LR of the loss's learned temperature when query_weights_lr is not set
 _SCORE_SCALE = re.compile(r"(?:^|\.)score_scale\.")  # the loss's learned temperature (not saved in models)
 
 
@@ -188,8 +189,10 @@ def _make_hf_trainer(**kwargs):
             self._colxm_save_fn = save_fn
             self._own_lrs = [(_PROJECTION, projection_lr, "projection (linear.weight)"),
                              (_QUERY_WEIGHTS, query_weights_lr, "query-weight head")]
-            if query_weights_lr is not None:  # the learned temperature moves with the head
-                self._own_lrs.append((_SCORE_SCALE, query_weights_lr, "score scale"))
+            # the learned temperature moves with the head; without a head LR it gets its own: one
+            # log-scale scalar would barely move at a backbone's LR (~1e-5)
+            if any(_SCORE_SCALE.search(n) for n, _ in self.model.named_parameters()):
+                self._own_lrs.append((_SCORE_SCALE, query_weights_lr or SCORE_SCALE_LR, "score scale"))
 
         def create_optimizer(self):
             """AdamW with a group of its own for each part that has a separate peak LR."""
