@@ -66,3 +66,21 @@ def test_dpr_xm_refuses_late_interaction_options(tmp_path, flag):
     with pytest.raises(InputError, match="DPR-XM has one vector per query"):
         train_dense(model, ROWS, cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_dpr_xm_from_a_colbert_folder_keeps_its_text_prefixes(tmp_path):
+    from tiny_models import make_tiny_bert_colbert
+
+    folder = make_tiny_bert_colbert(tmp_path / "base")
+    meta = json.loads((folder / "artifact.metadata").read_text())
+    meta.update(colxm_query_prefix="query: ", colxm_doc_prefix="passage: ")  # an e5-style model
+    (folder / "artifact.metadata").write_text(json.dumps(meta))
+    model = DenseRetriever.from_pretrained(folder, DenseConfig(pooling="mean"))
+    assert (model.config.query_prefix, model.config.passage_prefix) == ("query: ", "passage: ")
+    ids = model.tokenize_queries(["rome"])["input_ids"][0].tolist()
+    assert ids == model.tokenize(["query: rome"])["input_ids"][0].tolist() != model.tokenize(["rome"])["input_ids"][0].tolist()
+    # given prefixes win, "" included; and they are saved with the trained model
+    plain = DenseRetriever.from_pretrained(folder, DenseConfig(pooling="mean", query_prefix="", passage_prefix="p: "))
+    assert (plain.config.query_prefix, plain.config.passage_prefix) == ("", "p: ")
+    again = DenseRetriever.from_pretrained(model.save_pretrained(tmp_path / "dense"))
+    assert (again.config.query_prefix, again.config.passage_prefix) == ("query: ", "passage: ")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,14 +33,20 @@ class DenseConfig:
     pooling: str = "mean"
     max_length: int = 256
     temperature: float = 0.05
-    query_prefix: str = ""  # e.g. "query: " for e5 backbones
-    passage_prefix: str = ""  # e.g. "passage: "
+    # e.g. "query: " / "passage: " for e5 backbones; None: the ColBERT checkpoint's own prefixes
+    # (colxm_query_prefix / colxm_doc_prefix) when loaded from one, else none
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.temperature <= 0:
             raise InputError(f"temperature must be positive, got {self.temperature}")
+
+
+def _chosen(given: str | None, inherited: str | None) -> str:
+    return given if given is not None else (inherited or "")
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -82,7 +88,12 @@ class DenseRetriever(nn.Module):
             return cls(backbone, tok, config or saved)
         from colxm.modeling.checkpoint import load_checkpoint
 
+        from colxm.modeling.tokenization import DOC_PREFIX_KEY, QUERY_PREFIX_KEY
+
         ck = load_checkpoint(path)
+        config, extra = config or DenseConfig(), ck.config.extra or {}
+        config = replace(config, query_prefix=_chosen(config.query_prefix, extra.get(QUERY_PREFIX_KEY)),
+                         passage_prefix=_chosen(config.passage_prefix, extra.get(DOC_PREFIX_KEY)))
         return cls(ck.backbone, ck.tokenizer, config)
 
     def tokenize(self, texts: Sequence[str], prefix: str = "") -> dict[str, torch.Tensor]:
@@ -91,10 +102,10 @@ class DenseRetriever(nn.Module):
         return {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"]}
 
     def tokenize_queries(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenize(texts, self.config.query_prefix)
+        return self.tokenize(texts, self.config.query_prefix or "")
 
     def tokenize_documents(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenize(texts, self.config.passage_prefix)
+        return self.tokenize(texts, self.config.passage_prefix or "")
 
     def embed(self, input_ids, attention_mask, lang_ids=None) -> torch.Tensor:
         kw = {"lang_ids": lang_ids} if lang_ids is not None else {}
@@ -144,7 +155,7 @@ class DenseRetriever(nn.Module):
         }, indent=2) + "\n")
         (out / "2_Normalize").mkdir(exist_ok=True)
         (out / "config_sentence_transformers.json").write_text(json.dumps({
-            "prompts": {"query": c.query_prefix, "document": c.passage_prefix},
+            "prompts": {"query": c.query_prefix or "", "document": c.passage_prefix or ""},
             "default_prompt_name": None, "similarity_fn_name": "cosine"}, indent=2) + "\n")
         return out
 
