@@ -82,5 +82,8 @@ def test_dpr_xm_from_a_colbert_folder_keeps_its_text_prefixes(tmp_path):
     # given prefixes win, "" included; and they are saved with the trained model
     plain = DenseRetriever.from_pretrained(folder, DenseConfig(pooling="mean", query_prefix="", passage_prefix="p: "))
     assert (plain.config.query_prefix, plain.config.passage_prefix) == ("", "p: ")
-    again = DenseRetriever.from_pretrained(model.save_pretrained(tmp_path / "dense"))
-    assert (again.config.query_prefix, again.config.passage_prefix) == ("query: ", "passage: ")
+    saved = model.save_pretrained(tmp_path / "dense")
+    for config in (None, DenseConfig(pooling="max")):  # a given pooling does not drop the saved prefixes
+        again = DenseRetriever.from_pretrained(saved, config)
+        assert (again.config.query_prefix, again.config.passage_prefix) == ("query: ", "passage: ")
+    assert again.config.pooling == "max"

@@ -85,9 +85,11 @@ class DenseRetriever(nn.Module):
                 tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
             except (OSError, ValueError) as e:
                 raise CheckpointError(f"{path}: unreadable dense model ({e})") from e
-            return cls(backbone, tok, config or saved)
+            if config is not None:  # given settings win; prefixes left unset stay the saved ones
+                saved = replace(config, query_prefix=_chosen(config.query_prefix, saved.query_prefix),
+                                passage_prefix=_chosen(config.passage_prefix, saved.passage_prefix))
+            return cls(backbone, tok, saved)
         from colxm.modeling.checkpoint import load_checkpoint
-
         from colxm.modeling.tokenization import DOC_PREFIX_KEY, QUERY_PREFIX_KEY
 
         ck = load_checkpoint(path)
