@@ -41,3 +41,11 @@ def test_pylate_folder_loads_same_weights(tiny_bert, tmp_path):
     # the folder's own skiplist is used: ";" is not in it, so it is kept
     assert enc.document_tokens(["rome; paris!"])[0] == ["[CLS]", "[unused1]", "rome", ";", "paris", "[SEP]"]
     assert ref.document_tokens(["rome; paris!"])[0] == ["[CLS]", "[unused1]", "rome", "paris", "[SEP]"]
+    # PyLate's do_query_expansion=False: only the query's own tokens score, no [MASK] padding
+    st = json.loads((d / "config_sentence_transformers.json").read_text())
+    (d / "config_sentence_transformers.json").write_text(json.dumps({**st, "do_query_expansion": False}))
+    short = Encoder.from_pretrained(d)
+    padded, own = enc.encode_queries(texts), short.encode_queries(texts)
+    assert [q.shape[0] for q in padded] == [16, 16]
+    assert [q.shape[0] for q in own] == [len(t) for t in short.query_tokens(texts)] and own[0].shape[0] < 16
+    np.testing.assert_allclose(own[0], padded[0][: own[0].shape[0]], atol=1e-6)

@@ -18,6 +18,7 @@ import torch
 from colxm.errors import CheckpointError
 from colxm.modeling.config import METADATA_FILE, ColBERTConfig
 from colxm.modeling.query_weights import STATE_PREFIX as QUERY_WEIGHTS_PREFIX
+from colxm.modeling.tokenization import QUERY_EXPANSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ def _load_pylate(folder: Path, marker_scheme: str | None) -> LoadedCheckpoint:
         marker_scheme=marker_scheme or "current",
         extra={"pylate_skiplist_words": st.get("skiplist_words")} if st.get("skiplist_words") else {},
     )
+    if st.get("do_query_expansion") is False:  # PyLate's switch for the [MASK] query padding
+        config.extra[QUERY_EXPANSION_KEY] = False
     return LoadedCheckpoint(backbone, linear.float(), tokenizer, config, "pylate", folder)
 
 
