@@ -87,6 +87,21 @@ def test_train_query_weights_alone_from_the_cli(tmp_path, setup, cache):
     assert r.exit_code == 1 and "--recipe colbert" in r.output
 
 
+def test_train_query_expansion_switch_is_saved_with_the_model(tmp_path, setup):
+    from colxm.modeling.encoder import Encoder
+
+    base, pairs = setup
+    assert Encoder.from_pretrained(base).encode_queries(["rome"])[0].shape[0] == 16  # padded to query_maxlen
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "n", "--steps", 2, "--batch-size", 2,
+            "--no-query-expansion")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "n" / "artifact.metadata").read_text())["colxm_query_expansion"] is False
+    trained = Encoder.from_pretrained(tmp_path / "n")
+    assert trained.encode_queries(["rome"])[0].shape[0] == len(trained.query_tokens(["rome"])[0]) < 16
+    r = run("train", pairs, "--model", base, "--out", tmp_path / "d", "--recipe", "dpr", "--no-query-expansion")
+    assert r.exit_code == 1 and "--recipe colbert" in r.output
+
+
 def test_mine_command(tmp_path, setup):
     base, pairs = setup
     r = run("mine", pairs, "--out", tmp_path / "t.jsonl", "--method", "model", "--model", base, "--negatives", 2)

@@ -121,6 +121,9 @@ def train_command(
     learn_temperature: Optional[bool] = typer.Option(None, "--learn-temperature/--no-learn-temperature",
                                                      help="learn a scale of the scores in the loss "
                                                      "(default: on with --query-weights)"),
+    query_expansion: Optional[bool] = typer.Option(None, "--query-expansion/--no-query-expansion",
+                                                   help="whether the [MASK] padding of queries scores, in "
+                                                   "training and in the saved model (default: the model's own)"),
     warmup: float = typer.Option(0.1, help="warm-up fraction of the steps"),
     mine: Mining = typer.Option(Mining.bm25, help="negative mining for a pairs file: bm25 or model"),
     negatives: int = typer.Option(1, help="hard negatives per query (n-way = negatives + 1)"),
@@ -152,13 +155,13 @@ def train_command(
                           freeze_embeddings=freeze_embeddings, freeze_adapters=freeze_adapters,
                           precision=precision, cache_backbone=cache_backbone, save_steps=save_steps, tdp_watts=tdp,
                           carbon_intensity=carbon_intensity, seed=seed)
-        if query_weights and recipe != Recipe.colbert:
-            raise InputError("--query-weights weighs the query tokens of late interaction: use it with "
-                             "--recipe colbert")
+        if (query_weights or query_expansion is not None) and recipe != Recipe.colbert:
+            raise InputError("--query-weights and --query-expansion shape the query tokens of late "
+                             "interaction: use them with --recipe colbert")
         if recipe == Recipe.colbert:
             from colxm.modeling.encoder import Encoder
 
-            encoder = Encoder.from_pretrained(model)
+            encoder = Encoder.from_pretrained(model, query_expansion=query_expansion)
         else:
             from colxm.train.dense import DenseConfig, DenseRetriever
 
